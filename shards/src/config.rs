@@ -1,0 +1,68 @@
+//! What one shard is told when it starts: durability mode, WAL geometry, limits, loop tuning.
+//!
+//! Caller-side: built by `lightning_db` from its public `LightningDbConfig` (which validates
+//! every field) and moved into the shard thread at spawn. Immutable afterwards.
+
+use std::path::PathBuf;
+
+/// When an acknowledged write is durable. See DESIGN.md "Durability promises".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WalSyncMode {
+    /// An acknowledged write survives power loss: its WAL record is written and made durable
+    /// (group commit: one durable write covers every request the shard drained in a turn)
+    /// before the reply.
+    Sync,
+    /// An acknowledged write survives a process crash (`kill -9`): its WAL record is in the
+    /// kernel's page cache before the reply. The shard fdatasyncs at least every
+    /// `sync_interval_ms`, so power loss loses at most that window.
+    #[default]
+    Normal,
+    /// The reply is sent after the memtable apply; the WAL record follows in the same loop turn
+    /// and is fdatasynced every `flush_interval_ms`. A crash loses at most the writes of the
+    /// last `flush_interval_ms`.
+    Async,
+}
+
+/// Size limits on what callers may write. Input over a limit is an `Error::LimitExceeded`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value in bytes.
+    pub max_value_bytes: usize,
+    /// Largest encoded write (one put, or one shard's part of a batch) in bytes.
+    pub max_batch_bytes: usize,
+}
+
+/// Everything one shard needs to run. Built and validated by `lightning_db`.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Index of this shard, `0..shard_count`.
+    pub shard_id: usize,
+    /// The shard's own directory (`<db>/shard-NNN`).
+    pub dir: PathBuf,
+    /// CPU to pin the shard thread to, if any.
+    pub cpu: Option<usize>,
+    /// Durability mode.
+    pub wal_sync_mode: WalSyncMode,
+    /// `Normal`: the longest time between fdatasyncs while writes are pending.
+    pub sync_interval_ms: u64,
+    /// `Async`: the longest time between fdatasyncs while writes are pending.
+    pub flush_interval_ms: u64,
+    /// Size of one preallocated WAL segment file.
+    pub wal_segment_bytes: u64,
+    /// Open `Sync`-mode WAL segments with `O_DIRECT` (fails on filesystems without it).
+    pub direct_io: bool,
+    /// Register the WAL's aligned buffers with io_uring (counts against `RLIMIT_MEMLOCK`).
+    pub register_buffers: bool,
+    /// Capacity of the shard's ingress queue (requests).
+    pub ingress_queue_depth: usize,
+    /// Requests drained from the ingress queue per loop turn at most.
+    pub ingress_batch_max: usize,
+    /// How long an idle shard keeps polling its queue (yielding the CPU) before it parks.
+    pub spin_before_park_us: u64,
+    /// Size limits.
+    pub limits: Limits,
+    /// Test hooks that make I/O fail on demand (`None` in production).
+    pub faults: Option<std::sync::Arc<crate::faults::FaultPlan>>,
+}

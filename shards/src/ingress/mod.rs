@@ -1,0 +1,88 @@
+//! The messages callers send to a shard, and the completion a shard signals back.
+//!
+//! Shared: `Request`s are built on caller threads and moved through the shard's bounded queue;
+//! a `Completion` is shared by the waiting caller and the shard (or shards) that answer it.
+//! The shard side of the queue is `Inbox`; the caller side lives in `lightning_db`.
+
+mod completion;
+mod queue;
+
+pub use completion::{Completion, WaitPolicy};
+pub use queue::{ingress, Inbox, IngressSender};
+
+use std::sync::Arc;
+
+/// One write operation on one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+impl WriteOp {
+    /// The key written.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+        }
+    }
+
+    /// The value written, `None` for a delete.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            WriteOp::Put { value, .. } => Some(value),
+            WriteOp::Delete { .. } => None,
+        }
+    }
+}
+
+/// A message to a shard.
+#[derive(Debug)]
+pub enum Request {
+    /// One write; acknowledged when its `WalSyncMode` promise holds.
+    Write {
+        /// The operation.
+        op: WriteOp,
+        /// Signalled once the write is acknowledged (or failed).
+        done: Arc<Completion>,
+    },
+    /// Several writes applied atomically on this shard (one WAL record, one sequence number).
+    Batch {
+        /// The operations, applied in order (a later op on the same key wins).
+        ops: Vec<WriteOp>,
+        /// Signalled once the batch is acknowledged (or failed).
+        done: Arc<Completion>,
+    },
+    /// Make every write acknowledged so far durable (fdatasync), then signal.
+    Sync {
+        /// Signalled once durable.
+        done: Arc<Completion>,
+    },
+    /// Finish pending work, make everything durable, and stop the shard thread.
+    Shutdown {
+        /// Signalled once the shard has stopped.
+        done: Arc<Completion>,
+    },
+}
+
+impl Request {
+    /// The completion to signal for this request.
+    pub fn done(&self) -> &Arc<Completion> {
+        match self {
+            Request::Write { done, .. }
+            | Request::Batch { done, .. }
+            | Request::Sync { done }
+            | Request::Shutdown { done } => done,
+        }
+    }
+}

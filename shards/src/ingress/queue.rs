@@ -1,0 +1,123 @@
+//! The shard's ingress: a bounded MPSC queue, a `parked` flag and an eventfd doorbell.
+//!
+//! Shared: callers push from any thread; only the shard thread pops. A caller rings the
+//! doorbell (one `write(2)`) only when the shard said it is parked, so while a shard is busy
+//! no system call is paid per request. The shard parks by setting `parked`, re-checking the
+//! queue, and only then waiting in its ring on a read of the eventfd (SeqCst on both sides:
+//! either the caller sees `parked`, or the shard sees the request).
+
+use std::io;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::Request;
+use crate::error::{Error, Result};
+use crate::io::sys::EventFd;
+
+/// Caller-side end of a shard's ingress. `Send + Sync`; shared by every caller thread.
+pub struct IngressSender {
+    tx: Sender<Request>,
+    bell: std::sync::Arc<Doorbell>,
+}
+
+/// Shard-side end of the ingress.
+pub struct Inbox {
+    rx: Receiver<Request>,
+    bell: std::sync::Arc<Doorbell>,
+}
+
+/// The parked flag and the eventfd, shared by both ends.
+pub struct Doorbell {
+    parked: AtomicBool,
+    eventfd: EventFd,
+}
+
+/// Creates a shard's ingress with room for `depth` queued requests.
+pub fn ingress(depth: usize) -> io::Result<(IngressSender, Inbox)> {
+    let (tx, rx) = crossbeam_channel::bounded(depth.max(1));
+    let bell =
+        std::sync::Arc::new(Doorbell { parked: AtomicBool::new(false), eventfd: EventFd::new()? });
+    Ok((IngressSender { tx, bell: bell.clone() }, Inbox { rx, bell }))
+}
+
+impl IngressSender {
+    /// Queues `req` (blocking while the queue is full) and wakes the shard if it is parked.
+    pub fn send(&self, req: Request) -> Result<()> {
+        self.tx.send(req).map_err(|_| Error::Closed)?;
+        fence(Ordering::SeqCst);
+        if self.bell.parked.load(Ordering::SeqCst) && self.bell.parked.swap(false, Ordering::SeqCst)
+        {
+            self.bell.eventfd.ring();
+        }
+        Ok(())
+    }
+
+    /// Requests waiting in the queue right now.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+impl Inbox {
+    /// Takes the next request without blocking. `Err(Closed)` once every sender is gone.
+    pub fn try_pop(&self) -> Result<Option<Request>> {
+        match self.rx.try_recv() {
+            Ok(r) => Ok(Some(r)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(Error::Closed),
+        }
+    }
+
+    /// True when no request is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Announces that the shard is about to park. Returns false (and stays awake) when a
+    /// request arrived meanwhile; the caller must then not wait.
+    pub fn announce_park(&self) -> bool {
+        self.bell.parked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !self.rx.is_empty() {
+            self.bell.parked.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Clears the parked flag after waking.
+    pub fn awake(&self) {
+        self.bell.parked.store(false, Ordering::SeqCst);
+    }
+
+    /// The doorbell eventfd, for the ring's read SQE.
+    pub fn doorbell_fd(&self) -> std::os::unix::io::RawFd {
+        self.bell.eventfd.raw()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingress::Completion;
+    use std::sync::Arc;
+
+    #[test]
+    fn parked_shard_gets_rung_once() {
+        let (tx, inbox) = ingress(4).unwrap();
+        assert!(inbox.announce_park());
+        tx.send(Request::Sync { done: Arc::new(Completion::new(1)) }).unwrap();
+        // The sender cleared the flag when it rang.
+        assert!(!inbox.bell.parked.load(Ordering::SeqCst));
+        assert!(inbox.try_pop().unwrap().is_some());
+        assert!(!inbox.announce_park() || inbox.is_empty());
+    }
+
+    #[test]
+    fn park_is_refused_when_work_is_queued() {
+        let (tx, inbox) = ingress(4).unwrap();
+        tx.send(Request::Sync { done: Arc::new(Completion::new(1)) }).unwrap();
+        assert!(!inbox.announce_park());
+    }
+}

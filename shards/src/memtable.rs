@@ -1,0 +1,391 @@
+//! The MVCC memtable: an ordered, concurrent map of `(key, sequence)` → value or tombstone.
+//!
+//! Written only by its shard thread; read concurrently by caller threads (the published read
+//! view, DESIGN.md "Data path" 3). Entries sort by key ascending, then sequence *descending*,
+//! so the newest version of a key comes first. A reader at snapshot `s` sees, per key, the
+//! newest version with sequence `<= s`.
+//!
+//! Old versions are removed by the shard (`collect_garbage`) only when a newer version is at or
+//! below the GC watermark, i.e. visible to every registered snapshot. Point reads do not
+//! register: a get that finds only versions newer than its snapshot re-reads the visible
+//! sequence and retries (see `get`), which stays correct while older versions disappear.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+use crossbeam_skiplist::map::Entry;
+use crossbeam_skiplist::SkipMap;
+
+/// Sequence numbers start at 1; 0 sorts after every real version of a key.
+pub const SEQ_MIN: u64 = 1;
+
+/// Approximate per-entry overhead of the skiplist node, for memory accounting.
+const ENTRY_OVERHEAD_BYTES: usize = 96;
+
+/// A key plus its version: the user key followed by the sequence as 8 big-endian bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionedKey(Vec<u8>);
+
+impl VersionedKey {
+    /// Builds from a key buffer (consumed) and a sequence.
+    pub fn new(mut key: Vec<u8>, seq: u64) -> Self {
+        key.extend_from_slice(&seq.to_be_bytes());
+        VersionedKey(key)
+    }
+
+    fn probe(key: &[u8], seq: u64) -> Self {
+        let mut v = Vec::with_capacity(key.len() + 8);
+        v.extend_from_slice(key);
+        VersionedKey::new(v, seq)
+    }
+
+    /// The user key.
+    pub fn key(&self) -> &[u8] {
+        &self.0[..self.0.len() - 8]
+    }
+
+    /// The version's sequence number.
+    pub fn seq(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[self.0.len() - 8..]);
+        u64::from_be_bytes(b)
+    }
+}
+
+impl Ord for VersionedKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(other.key()).then_with(|| other.seq().cmp(&self.seq()))
+    }
+}
+
+impl PartialOrd for VersionedKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A stored version: a value, or a tombstone (`None`).
+pub type Slot = Option<Box<[u8]>>;
+
+/// Result of a point lookup at a snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The newest visible version is a value.
+    Found(Vec<u8>),
+    /// The newest visible version is a tombstone.
+    Deleted,
+    /// No visible version; `newest_invisible` is the newest version that was too new, if any.
+    Missing {
+        /// Sequence of the newest version above the snapshot.
+        newest_invisible: Option<u64>,
+    },
+}
+
+/// Scan direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Ascending keys.
+    Forward,
+    /// Descending keys.
+    Reverse,
+}
+
+/// One chunk of a scan.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// Visible `(key, value)` pairs, in scan order.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The last key examined; the next chunk starts strictly after it. `None`: range exhausted.
+    pub resume_after: Option<Vec<u8>>,
+}
+
+/// The concurrent ordered map of one shard.
+#[derive(Default)]
+pub struct Memtable {
+    map: SkipMap<VersionedKey, Slot>,
+    approx_bytes: AtomicUsize,
+}
+
+impl Memtable {
+    /// An empty memtable.
+    pub fn new() -> Self {
+        Memtable::default()
+    }
+
+    /// Approximate bytes held (keys, values, node overhead).
+    pub fn approx_bytes(&self) -> usize {
+        self.approx_bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Number of versions stored (all keys, all versions, tombstones included).
+    pub fn version_count(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Shard-side: inserts a version. Returns true when the key has an older version, so the
+    /// caller can queue the key for garbage collection.
+    pub fn insert(&self, key: Vec<u8>, seq: u64, value: Slot) -> bool {
+        debug_assert!(seq >= SEQ_MIN);
+        let bytes = key.len() + 8 + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES;
+        let entry = self.map.insert(VersionedKey::new(key, seq), value);
+        self.approx_bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
+        entry.next().is_some_and(|next| next.key().key() == entry.key().key())
+    }
+
+    /// The newest version of `key` with sequence `<= snapshot`.
+    pub fn get(&self, key: &[u8], snapshot: u64) -> Lookup {
+        let probe = VersionedKey::probe(key, u64::MAX);
+        let mut cursor = self.map.lower_bound(Bound::Included(&probe));
+        let mut newest_invisible = None;
+        while let Some(entry) = cursor {
+            if entry.key().key() != key {
+                break;
+            }
+            let seq = entry.key().seq();
+            if seq <= snapshot {
+                return match entry.value() {
+                    Some(v) => Lookup::Found(v.to_vec()),
+                    None => Lookup::Deleted,
+                };
+            }
+            newest_invisible.get_or_insert(seq);
+            cursor = entry.next();
+        }
+        Lookup::Missing { newest_invisible }
+    }
+
+    /// Shard-side: removes the versions of `key` that no snapshot at or above `watermark` can
+    /// see (everything older than the newest version `<= watermark`). Returns bytes freed.
+    pub fn collect_garbage(&self, key: &[u8], watermark: u64) -> usize {
+        let probe = VersionedKey::probe(key, watermark);
+        let Some(keep) = self.map.lower_bound(Bound::Included(&probe)) else { return 0 };
+        if keep.key().key() != key {
+            return 0;
+        }
+        let mut freed = 0;
+        let mut cursor = keep.next();
+        while let Some(entry) = cursor {
+            if entry.key().key() != key {
+                break;
+            }
+            freed += entry.key().0.len() + entry.value().as_ref().map_or(0, |v| v.len());
+            freed += ENTRY_OVERHEAD_BYTES;
+            cursor = entry.next();
+            entry.remove();
+        }
+        self.approx_bytes.fetch_sub(freed.min(self.approx_bytes()), AtomicOrdering::Relaxed);
+        freed
+    }
+
+    /// Up to `limit` visible entries of `[lower, upper)`-style bounds at `snapshot`, in
+    /// `direction` order. Keys are examined in order; a later chunk resumes after
+    /// `Chunk::resume_after`.
+    pub fn chunk(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        snapshot: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Chunk {
+        let limit = limit.max(1);
+        match direction {
+            Direction::Forward => self.chunk_forward(lower, upper, snapshot, limit),
+            Direction::Reverse => self.chunk_reverse(lower, upper, snapshot, limit),
+        }
+    }
+
+    fn chunk_forward(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        snapshot: u64,
+        limit: usize,
+    ) -> Chunk {
+        let mut out = Chunk::default();
+        let mut cursor = match lower {
+            Bound::Included(k) => {
+                self.map.lower_bound(Bound::Included(&VersionedKey::probe(k, u64::MAX)))
+            }
+            Bound::Excluded(k) => self.map.lower_bound(Bound::Excluded(&VersionedKey::probe(k, 0))),
+            Bound::Unbounded => self.map.front(),
+        };
+        let mut current: Option<Vec<u8>> = None; // key whose visible version is already decided
+        while let Some(entry) = cursor {
+            let key = entry.key().key();
+            if !below_upper(key, upper) {
+                return out; // resume_after stays None: exhausted
+            }
+            let decided = current.as_deref() == Some(key);
+            if !decided && entry.key().seq() <= snapshot {
+                if out.entries.len() == limit {
+                    out.resume_after = current;
+                    return out;
+                }
+                if let Some(v) = entry.value() {
+                    out.entries.push((key.to_vec(), v.to_vec()));
+                }
+                current = Some(key.to_vec());
+            }
+            cursor = entry.next();
+        }
+        out
+    }
+
+    fn chunk_reverse(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        snapshot: u64,
+        limit: usize,
+    ) -> Chunk {
+        let mut out = Chunk::default();
+        let mut cursor = match upper {
+            Bound::Excluded(k) => {
+                self.map.upper_bound(Bound::Excluded(&VersionedKey::probe(k, u64::MAX)))
+            }
+            Bound::Included(k) => self.map.upper_bound(Bound::Included(&VersionedKey::probe(k, 0))),
+            Bound::Unbounded => self.map.back(),
+        };
+        // Walking backwards, a key's versions come oldest first: the visible one is the last
+        // version `<= snapshot` seen before the key changes.
+        let mut pending: Option<Entry<'_, VersionedKey, Slot>> = None;
+        let mut last_decided: Option<Vec<u8>> = None;
+        while let Some(entry) = cursor {
+            let key = entry.key().key();
+            if !above_lower(key, lower) {
+                break;
+            }
+            if pending.as_ref().is_some_and(|p| p.key().key() != key)
+                && !settle(&mut out, pending.take(), &mut last_decided, limit)
+            {
+                return out;
+            }
+            let prev = entry.prev();
+            if entry.key().seq() <= snapshot {
+                pending = Some(entry);
+            }
+            cursor = prev;
+        }
+        settle(&mut out, pending, &mut last_decided, limit);
+        out
+    }
+}
+
+/// Emits the visible version of a key whose versions have all been seen (reverse scans).
+/// Returns false, with `resume_after` set, when the chunk is full.
+fn settle(
+    out: &mut Chunk,
+    pending: Option<Entry<'_, VersionedKey, Slot>>,
+    last_decided: &mut Option<Vec<u8>>,
+    limit: usize,
+) -> bool {
+    let Some(entry) = pending else { return true };
+    if let Some(v) = entry.value() {
+        if out.entries.len() >= limit {
+            out.resume_after = last_decided.take();
+            return false;
+        }
+        out.entries.push((entry.key().key().to_vec(), v.to_vec()));
+    }
+    *last_decided = Some(entry.key().key().to_vec());
+    true
+}
+
+fn below_upper(key: &[u8], upper: Bound<&[u8]>) -> bool {
+    match upper {
+        Bound::Included(u) => key <= u,
+        Bound::Excluded(u) => key < u,
+        Bound::Unbounded => true,
+    }
+}
+
+fn above_lower(key: &[u8], lower: Bound<&[u8]>) -> bool {
+    match lower {
+        Bound::Included(l) => key >= l,
+        Bound::Excluded(l) => key > l,
+        Bound::Unbounded => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(m: &Memtable, k: &[u8], seq: u64, v: &[u8]) -> bool {
+        m.insert(k.to_vec(), seq, Some(v.to_vec().into_boxed_slice()))
+    }
+
+    #[test]
+    fn versions_and_snapshots() {
+        let m = Memtable::new();
+        assert!(!put(&m, b"a", 1, b"a1"));
+        assert!(put(&m, b"a", 3, b"a3"));
+        m.insert(b"a".to_vec(), 5, None);
+        assert_eq!(m.get(b"a", 2), Lookup::Found(b"a1".to_vec()));
+        assert_eq!(m.get(b"a", 4), Lookup::Found(b"a3".to_vec()));
+        assert_eq!(m.get(b"a", 9), Lookup::Deleted);
+        assert_eq!(m.get(b"b", 9), Lookup::Missing { newest_invisible: None });
+        assert_eq!(m.get(b"a", 0), Lookup::Missing { newest_invisible: Some(5) });
+    }
+
+    #[test]
+    fn prefix_keys_sort_before_longer_keys() {
+        let m = Memtable::new();
+        put(&m, b"a\0", 1, b"x");
+        put(&m, b"a", 2, b"y");
+        let c = m.chunk(Bound::Unbounded, Bound::Unbounded, 9, Direction::Forward, 10);
+        let keys: Vec<_> = c.entries.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"a\0".to_vec()]);
+    }
+
+    #[test]
+    fn gc_keeps_what_the_watermark_sees() {
+        let m = Memtable::new();
+        put(&m, b"k", 1, b"1");
+        put(&m, b"k", 2, b"2");
+        put(&m, b"k", 3, b"3");
+        assert!(m.collect_garbage(b"k", 2) > 0);
+        assert_eq!(m.version_count(), 2);
+        assert_eq!(m.get(b"k", 2), Lookup::Found(b"2".to_vec()));
+        assert_eq!(m.get(b"k", 9), Lookup::Found(b"3".to_vec()));
+    }
+
+    #[test]
+    fn chunks_resume_both_directions() {
+        let m = Memtable::new();
+        for i in 0..10u8 {
+            put(&m, &[i], u64::from(i) + 1, &[i]);
+        }
+        m.insert(vec![4], 20, None);
+        let fwd = m.chunk(
+            Bound::Included(&[2][..]),
+            Bound::Excluded(&[8][..]),
+            100,
+            Direction::Forward,
+            3,
+        );
+        assert_eq!(fwd.entries.iter().map(|e| e.0[0]).collect::<Vec<_>>(), vec![2, 3, 5]);
+        let next = fwd.resume_after.unwrap();
+        let fwd2 =
+            m.chunk(Bound::Excluded(&next), Bound::Excluded(&[8][..]), 100, Direction::Forward, 3);
+        assert_eq!(fwd2.entries.iter().map(|e| e.0[0]).collect::<Vec<_>>(), vec![6, 7]);
+        assert!(fwd2.resume_after.is_none());
+        let rev = m.chunk(
+            Bound::Included(&[2][..]),
+            Bound::Excluded(&[8][..]),
+            100,
+            Direction::Reverse,
+            3,
+        );
+        assert_eq!(rev.entries.iter().map(|e| e.0[0]).collect::<Vec<_>>(), vec![7, 6, 5]);
+        let next = rev.resume_after.unwrap();
+        let rev2 =
+            m.chunk(Bound::Included(&[2][..]), Bound::Excluded(&next), 100, Direction::Reverse, 3);
+        assert_eq!(rev2.entries.iter().map(|e| e.0[0]).collect::<Vec<_>>(), vec![3, 2]);
+        // At an old snapshot the tombstone is invisible and key 4 is back.
+        let old = m.chunk(Bound::Unbounded, Bound::Unbounded, 10, Direction::Forward, 100);
+        assert_eq!(old.entries.len(), 10);
+    }
+}

@@ -1,0 +1,277 @@
+//! The `Sync` WAL writer: group commit with durable writes.
+//!
+//! Records are appended to the open *group*: a sector-aligned buffer bound to a place in a
+//! segment. One group write is in flight at a time (`O_DIRECT | O_DSYNC`, so the write is
+//! durable when it completes); while it is in flight, new records fill the next group. When a
+//! write completes, every request of its group is acknowledged at once.
+//!
+//! Shard-local. Invariants: groups complete in LSN order; every group starts on a sector
+//! boundary past the previous group's padded end, so no acknowledged sector is rewritten; an
+//! SQE's buffer stays owned by its group until the completion is reaped.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use io_uring::{opcode, types};
+
+use super::chain::SegmentChain;
+use super::format;
+use super::reader::Tail;
+use super::{WalError, WalOptions, TOKEN_WAL_WRITE};
+use crate::error::Error;
+use crate::ingress::{Completion, WriteOp};
+use crate::io::aligned::{round_up, AlignedBuf};
+use crate::runtime::ring::Ring;
+
+/// Size of a pooled group buffer. Larger records get a buffer of their own.
+pub const GROUP_BUFFER_BYTES: usize = 256 * 1024;
+/// Pooled buffers registered with the ring (fixed buffers).
+pub const REGISTERED_BUFFERS: usize = 2;
+
+struct GroupBuf {
+    buf: AlignedBuf,
+    fixed_index: Option<u16>,
+}
+
+struct Segment {
+    file: Rc<File>,
+    path: PathBuf,
+    generation: u32,
+    len: usize,
+}
+
+struct Group {
+    buf: GroupBuf,
+    fill: usize,
+    segment: Rc<Segment>,
+    offset: usize,
+    last_lsn: u64,
+    waiters: Vec<Arc<Completion>>,
+    submitted: bool,
+}
+
+/// What a completed group write acknowledges.
+pub struct GroupDone {
+    /// Highest LSN now durable.
+    pub last_lsn: u64,
+    /// Requests to acknowledge.
+    pub waiters: Vec<Arc<Completion>>,
+}
+
+/// WAL writer for `Sync`.
+pub struct DirectWal {
+    chain: SegmentChain,
+    active: Option<Rc<Segment>>,
+    /// Where the next group in the active segment starts.
+    next_offset: usize,
+    next_lsn: u64,
+    durable_lsn: u64,
+    groups: VecDeque<Group>,
+    free: Vec<GroupBuf>,
+    scratch: Vec<u8>,
+}
+
+impl DirectWal {
+    /// A writer that continues after replay. `registered` says whether the first
+    /// [`REGISTERED_BUFFERS`] pooled buffers are registered with the ring.
+    pub fn new(
+        opts: WalOptions,
+        tail: Tail,
+        next_lsn: u64,
+        pool: Vec<AlignedBuf>,
+        registered: bool,
+    ) -> Self {
+        let free = pool
+            .into_iter()
+            .enumerate()
+            .map(|(i, buf)| GroupBuf { buf, fixed_index: registered.then_some(i as u16) })
+            .collect();
+        DirectWal {
+            chain: SegmentChain::new(opts, tail),
+            active: None,
+            next_offset: 0,
+            next_lsn,
+            durable_lsn: next_lsn - 1,
+            groups: VecDeque::new(),
+            free,
+            scratch: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Allocates the pooled buffers a `DirectWal` starts with (to register them first).
+    pub fn allocate_pool() -> Option<Vec<AlignedBuf>> {
+        (0..REGISTERED_BUFFERS).map(|_| AlignedBuf::zeroed(GROUP_BUFFER_BYTES)).collect()
+    }
+
+    /// Appends a record for `ops` to the open group; `done` is signalled when its group is
+    /// durable. Returns the record's LSN.
+    pub fn append(&mut self, ops: &[WriteOp], done: Arc<Completion>) -> Result<u64, WalError> {
+        let bytes = format::write_record_bytes(ops);
+        if !self.tail_group_fits(bytes) {
+            self.open_group(bytes)?;
+        }
+        let lsn = self.next_lsn;
+        let Some(group) = self.groups.back_mut() else {
+            return Err(WalError::Rejected(Error::Closed));
+        };
+        self.scratch.clear();
+        format::encode_write_record(&mut self.scratch, lsn, group.segment.generation, ops);
+        group.buf.buf.as_mut_slice()[group.fill..group.fill + bytes].copy_from_slice(&self.scratch);
+        group.fill += bytes;
+        group.last_lsn = lsn;
+        group.waiters.push(done);
+        self.next_lsn += 1;
+        Ok(lsn)
+    }
+
+    fn tail_group_fits(&self, bytes: usize) -> bool {
+        self.groups.back().is_some_and(|g| {
+            !g.submitted
+                && g.fill + bytes <= g.buf.buf.len()
+                && g.offset + round_up(g.fill + bytes) <= g.segment.len
+        })
+    }
+
+    /// Closes the tail group (its size is final) and opens a new one with room for `bytes`.
+    fn open_group(&mut self, bytes: usize) -> Result<(), WalError> {
+        if let Some(tail) = self.groups.back() {
+            if self.active.as_ref().is_some_and(|a| Rc::ptr_eq(a, &tail.segment)) {
+                self.next_offset = tail.offset + round_up(tail.fill);
+            }
+        }
+        let need = round_up(bytes);
+        let fits = self.active.as_ref().is_some_and(|a| self.next_offset + need <= a.len);
+        if !fits {
+            let opened = self.chain.open_next(self.next_lsn)?;
+            self.next_offset = opened.offset;
+            self.active = Some(Rc::new(Segment {
+                generation: opened.header.generation(),
+                len: usize::try_from(opened.header.segment_bytes).unwrap_or(usize::MAX),
+                file: Rc::new(opened.file),
+                path: opened.path,
+            }));
+        }
+        let Some(segment) = self.active.clone() else {
+            return Err(WalError::Rejected(Error::Closed));
+        };
+        if self.next_offset + need > segment.len {
+            return Err(WalError::Rejected(Error::LimitExceeded {
+                what: "WAL record bytes",
+                actual: bytes as u64,
+                max: (segment.len - format::SEGMENT_HEADER_BYTES) as u64,
+            }));
+        }
+        let buf = self.take_buffer(bytes)?;
+        self.groups.push_back(Group {
+            buf,
+            fill: 0,
+            offset: self.next_offset,
+            segment,
+            last_lsn: 0,
+            waiters: Vec::new(),
+            submitted: false,
+        });
+        Ok(())
+    }
+
+    fn take_buffer(&mut self, bytes: usize) -> Result<GroupBuf, WalError> {
+        if bytes <= GROUP_BUFFER_BYTES {
+            if let Some(b) = self.free.pop() {
+                return Ok(b);
+            }
+        }
+        AlignedBuf::zeroed(bytes.max(GROUP_BUFFER_BYTES))
+            .map(|buf| GroupBuf { buf, fixed_index: None })
+            .ok_or_else(|| {
+                let out_of_memory = std::io::Error::from(std::io::ErrorKind::OutOfMemory);
+                WalError::Rejected(Error::io("allocate a WAL group buffer", "", out_of_memory))
+            })
+    }
+
+    /// Submits the oldest group if no write is in flight.
+    pub fn submit(&mut self, ring: &mut Ring) -> Result<(), WalError> {
+        let Some(group) = self.groups.front_mut() else { return Ok(()) };
+        if group.submitted || group.fill == 0 {
+            return Ok(());
+        }
+        let len = round_up(group.fill);
+        // Zero the padding: a reused buffer holds an older group's bytes past `fill`.
+        group.buf.buf.as_mut_slice()[group.fill..len].fill(0);
+        let fd = types::Fd(group.segment.file.as_raw_fd());
+        let ptr = group.buf.buf.as_ptr();
+        let sqe = match group.buf.fixed_index {
+            Some(index) => opcode::WriteFixed::new(fd, ptr, len as u32, index)
+                .offset(group.offset as u64)
+                .build(),
+            None => opcode::Write::new(fd, ptr, len as u32).offset(group.offset as u64).build(),
+        };
+        ring.push(&sqe.user_data(TOKEN_WAL_WRITE)).map_err(WalError::Poisoned)?;
+        group.submitted = true;
+        Ok(())
+    }
+
+    /// Handles the completion of the in-flight group write.
+    pub fn on_write_complete(&mut self, result: i32) -> Result<GroupDone, WalError> {
+        let Some(group) = self.groups.pop_front() else {
+            return Ok(GroupDone { last_lsn: self.durable_lsn, waiters: Vec::new() });
+        };
+        let opts = self.chain.opts();
+        let injected = opts
+            .faults
+            .as_deref()
+            .is_some_and(|f| f.take_fdatasync_failure(opts.shard_id as usize));
+        let expected = round_up(group.fill);
+        if result < 0 || injected || result as usize != expected {
+            let source = if injected || result >= 0 {
+                std::io::Error::from_raw_os_error(libc::EIO)
+            } else {
+                std::io::Error::from_raw_os_error(-result)
+            };
+            let err = Error::io("durable WAL write (O_DSYNC)", &group.segment.path, source);
+            for done in &group.waiters {
+                done.complete(Err(err.duplicate()));
+            }
+            return Err(WalError::Poisoned(err));
+        }
+        debug_assert!(group.last_lsn > self.durable_lsn);
+        self.durable_lsn = group.last_lsn;
+        if group.buf.buf.len() == GROUP_BUFFER_BYTES {
+            self.free.push(group.buf);
+        }
+        Ok(GroupDone { last_lsn: group.last_lsn, waiters: group.waiters })
+    }
+
+    /// Signals `done` once every record appended so far is durable.
+    pub fn request_sync(&mut self, done: Arc<Completion>) {
+        match self.groups.back_mut() {
+            Some(group) => group.waiters.push(done),
+            None => done.complete(Ok(())),
+        }
+    }
+
+    /// True while group writes are queued or in flight.
+    pub fn busy(&self) -> bool {
+        !self.groups.is_empty()
+    }
+
+    /// Fails every queued request (after the shard was poisoned).
+    /// A group whose write is in flight stays queued (its buffer is the kernel's until the
+    /// completion is reaped); the rest are dropped.
+    pub fn fail_waiters(&mut self, err: &Error) {
+        for group in &mut self.groups {
+            for done in group.waiters.drain(..) {
+                done.complete(Err(err.duplicate()));
+            }
+        }
+        self.groups.retain(|g| g.submitted);
+    }
+
+    /// Highest LSN known durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable_lsn
+    }
+}

@@ -1,0 +1,244 @@
+//! The `Normal`/`Async` WAL writer: records are encoded into a staging buffer during a loop
+//! turn, copied into a shared mapping of the segment once per turn (`publish_staged`), and made
+//! durable by an fdatasync through the ring at least every `sync_interval`.
+//!
+//! Shard-local. Invariants: `durable_lsn <= written_lsn <= staged_lsn`; after every sync the
+//! append offset moves to the next sector boundary, so durable sectors are never rewritten; a
+//! record is staged only after it is known to fit in the active segment, so publishing a stage
+//! cannot fail.
+
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use io_uring::{opcode, types};
+
+use super::chain::SegmentChain;
+use super::format::{self, SegmentHeader};
+use super::reader::Tail;
+use super::{WalError, WalOptions, TOKEN_WAL_SYNC};
+use crate::error::Error;
+use crate::ingress::{Completion, WriteOp};
+use crate::io::aligned::round_up;
+use crate::io::mapped::MappedSegment;
+use crate::io::sys;
+use crate::runtime::ring::Ring;
+
+/// Bytes prefaulted ahead of the append offset at a time.
+const POPULATE_AHEAD_BYTES: usize = 256 * 1024;
+
+struct Active {
+    file: Rc<File>,
+    path: PathBuf,
+    header: SegmentHeader,
+    map: MappedSegment,
+    offset: usize,
+    populated_to: usize,
+}
+
+struct InFlightSync {
+    lsn: u64,
+    path: PathBuf,
+    // Keeps the descriptor open until the fdatasync completes, even across a rollover.
+    _file: Rc<File>,
+}
+
+/// WAL writer for `Normal` and `Async`.
+pub struct MappedWal {
+    chain: SegmentChain,
+    active: Option<Active>,
+    next_lsn: u64,
+    staged: Vec<u8>,
+    staged_lsn: u64,
+    written_lsn: u64,
+    durable_lsn: u64,
+    sync: Option<InFlightSync>,
+    last_sync: Instant,
+    sync_waiters: Vec<(u64, Arc<Completion>)>,
+}
+
+impl MappedWal {
+    /// A writer that continues after replay: the next record gets `next_lsn`.
+    pub fn new(opts: WalOptions, tail: Tail, next_lsn: u64) -> Self {
+        let last = next_lsn - 1;
+        MappedWal {
+            chain: SegmentChain::new(opts, tail),
+            active: None,
+            next_lsn,
+            staged: Vec::with_capacity(64 * 1024),
+            staged_lsn: last,
+            written_lsn: last,
+            durable_lsn: last,
+            sync: None,
+            last_sync: Instant::now(),
+            sync_waiters: Vec::new(),
+        }
+    }
+
+    /// Encodes a record for `ops` into the stage and returns its LSN. Rolls to a new segment
+    /// first when the record would not fit in the active one.
+    pub fn stage(&mut self, ops: &[WriteOp]) -> Result<u64, WalError> {
+        let bytes = format::write_record_bytes(ops);
+        let fits = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.offset + self.staged.len() + bytes <= a.map.len());
+        if !fits {
+            self.roll_over()?;
+        }
+        let lsn = self.next_lsn;
+        let generation = self.active.as_ref().map_or(0, |a| a.header.generation());
+        format::encode_write_record(&mut self.staged, lsn, generation, ops);
+        self.next_lsn += 1;
+        self.staged_lsn = lsn;
+        Ok(lsn)
+    }
+
+    /// Copies the stage into the mapping: from here the records survive a process crash.
+    /// Returns the highest LSN written.
+    pub fn publish_staged(&mut self) -> u64 {
+        if let (Some(active), false) = (self.active.as_mut(), self.staged.is_empty()) {
+            let copied = active.map.write_at(active.offset, &self.staged);
+            debug_assert!(copied, "stage was sized to fit the segment");
+            active.offset += self.staged.len();
+            if active.offset + POPULATE_AHEAD_BYTES / 2 > active.populated_to {
+                active.map.populate(active.populated_to, POPULATE_AHEAD_BYTES);
+                active.populated_to += POPULATE_AHEAD_BYTES;
+            }
+            self.staged.clear();
+            self.written_lsn = self.staged_lsn;
+        }
+        self.written_lsn
+    }
+
+    fn roll_over(&mut self) -> Result<(), WalError> {
+        self.publish_staged();
+        if let Some(old) = self.active.take() {
+            // The periodic sync covers only the active segment: make the old one durable now.
+            sys::fdatasync(&old.file).map_err(|e| {
+                WalError::Poisoned(Error::io("fdatasync WAL segment at rollover", &old.path, e))
+            })?;
+            self.durable_lsn = self.written_lsn;
+        }
+        let opened = self.chain.open_next(self.next_lsn)?;
+        let len = usize::try_from(opened.header.segment_bytes).unwrap_or(usize::MAX);
+        let map = MappedSegment::map(&opened.file, len)
+            .map_err(|e| WalError::Rejected(Error::io("map WAL segment", &opened.path, e)))?;
+        map.populate(opened.offset, POPULATE_AHEAD_BYTES);
+        self.active = Some(Active {
+            file: Rc::new(opened.file),
+            path: opened.path,
+            header: opened.header,
+            map,
+            offset: opened.offset,
+            populated_to: opened.offset + POPULATE_AHEAD_BYTES,
+        });
+        Ok(())
+    }
+
+    /// Starts an fdatasync if written records are not yet durable and either `force` is set or
+    /// the sync interval has passed. At most one sync is in flight.
+    pub fn maybe_start_sync(
+        &mut self,
+        ring: &mut Ring,
+        now: Instant,
+        force: bool,
+    ) -> Result<(), WalError> {
+        self.publish_staged();
+        if self.sync.is_some() || self.written_lsn == self.durable_lsn {
+            return Ok(());
+        }
+        if !force && now.duration_since(self.last_sync) < self.chain.opts().sync_interval {
+            return Ok(());
+        }
+        let Some(active) = self.active.as_mut() else { return Ok(()) };
+        // Records after this sync start on a fresh sector: the synced ones are never rewritten.
+        active.offset = round_up(active.offset).min(active.map.len());
+        let sqe = opcode::Fsync::new(types::Fd(active.file.as_raw_fd()))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(TOKEN_WAL_SYNC);
+        ring.push(&sqe).map_err(WalError::Poisoned)?;
+        self.sync = Some(InFlightSync {
+            lsn: self.written_lsn,
+            path: active.path.clone(),
+            _file: active.file.clone(),
+        });
+        self.last_sync = now;
+        Ok(())
+    }
+
+    /// When the next timed sync is due, if any records are waiting for one.
+    pub fn next_sync_deadline(&self) -> Option<Instant> {
+        (self.sync.is_none() && self.written_lsn > self.durable_lsn)
+            .then(|| self.last_sync + self.chain.opts().sync_interval)
+    }
+
+    /// Handles the completion of the in-flight fdatasync.
+    pub fn on_sync_complete(&mut self, result: i32) -> Result<(), WalError> {
+        let Some(sync) = self.sync.take() else { return Ok(()) };
+        let faults = self.chain.opts().faults.as_deref();
+        let injected =
+            faults.is_some_and(|f| f.take_fdatasync_failure(self.chain.opts().shard_id as usize));
+        if result < 0 || injected {
+            let code = if injected { libc::EIO } else { -result };
+            let err = Error::io(
+                "fdatasync WAL segment",
+                &sync.path,
+                std::io::Error::from_raw_os_error(code),
+            );
+            return Err(WalError::Poisoned(err));
+        }
+        debug_assert!(sync.lsn <= self.written_lsn);
+        self.durable_lsn = self.durable_lsn.max(sync.lsn);
+        let durable = self.durable_lsn;
+        self.sync_waiters.retain(|(lsn, done)| {
+            let ready = *lsn <= durable;
+            if ready {
+                done.complete(Ok(()));
+            }
+            !ready
+        });
+        Ok(())
+    }
+
+    /// Signals `done` once everything written so far is durable.
+    pub fn request_sync(&mut self, done: Arc<Completion>) {
+        let target = self.publish_staged();
+        if target <= self.durable_lsn {
+            done.complete(Ok(()));
+        } else {
+            self.sync_waiters.push((target, done));
+        }
+    }
+
+    /// True while callers wait for a sync.
+    pub fn has_sync_waiters(&self) -> bool {
+        !self.sync_waiters.is_empty()
+    }
+
+    /// True while an fdatasync is in flight.
+    pub fn sync_in_flight(&self) -> bool {
+        self.sync.is_some()
+    }
+
+    /// Fails every waiter (after the shard was poisoned).
+    pub fn fail_waiters(&mut self, err: &Error) {
+        for (_, done) in self.sync_waiters.drain(..) {
+            done.complete(Err(err.duplicate()));
+        }
+    }
+
+    /// Highest LSN written into the mapping.
+    pub fn written_lsn(&self) -> u64 {
+        self.written_lsn
+    }
+
+    /// Highest LSN known durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable_lsn
+    }
+}

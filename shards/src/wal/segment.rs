@@ -1,0 +1,155 @@
+//! WAL segment files: naming, listing, creation and opening.
+//!
+//! Shard-local: each shard owns the segments in its own directory. A segment is created
+//! complete before its first record is written: preallocated to its full size (so appends
+//! never allocate blocks and a mapped write cannot fault on a full disk), its header sector
+//! written, the file fdatasynced and the directory fsynced. Recovery relies on that order
+//! (`recovery::SEGMENT_TABLE`: a bad header can only be an interrupted creation).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::format::SegmentHeader;
+use crate::config::WalSyncMode;
+use crate::error::{Error, Result};
+use crate::faults::FaultPlan;
+use crate::io::sys;
+
+const PREFIX: &str = "wal-";
+const SUFFIX: &str = ".log";
+
+/// Path of segment `sequence` in `dir`.
+pub fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{sequence:016}{SUFFIX}"))
+}
+
+/// Every segment in `dir`, sorted by sequence.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list WAL segments", dir, e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list WAL segments", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(num) = name.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(SUFFIX)) else {
+            continue;
+        };
+        if let Ok(seq) = num.parse::<u64>() {
+            found.push((seq, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// How the WAL file descriptor is opened for appends in each mode (ADR 0002).
+pub fn append_flags(mode: WalSyncMode, direct_io: bool) -> i32 {
+    match (mode, direct_io) {
+        (WalSyncMode::Sync, true) => libc::O_DIRECT | libc::O_DSYNC,
+        (WalSyncMode::Sync, false) => libc::O_DSYNC,
+        (WalSyncMode::Normal | WalSyncMode::Async, _) => 0,
+    }
+}
+
+/// Opens an existing segment for appending with `flags` (from [`append_flags`]).
+pub fn open_for_append(path: &Path, flags: i32) -> Result<File> {
+    OpenOptions::new().read(true).write(true).custom_flags(flags).open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) && flags & libc::O_DIRECT != 0 {
+            Error::EnvUnsupported {
+                what: format!(
+                    "the filesystem holding {} does not support O_DIRECT (ramfs, tmpfs before \
+                     Linux 6.6, some FUSE and network filesystems); put the database on ext4 \
+                     or xfs, or set `direct_io: false`",
+                    path.display()
+                ),
+            }
+        } else {
+            Error::io("open WAL segment", path, e)
+        }
+    })
+}
+
+/// Creates segment `header.sequence` in `dir`, complete and durable, and returns its path.
+pub fn create_segment(
+    dir: &Path,
+    header: &SegmentHeader,
+    faults: Option<&FaultPlan>,
+) -> Result<PathBuf> {
+    let path = segment_path(dir, header.sequence);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io("create WAL segment", &path, e))?;
+    if let Err(e) = fill_new(&file, &path, header, faults) {
+        // Never leave a half-made segment behind: recovery would have to discard it.
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    sys::fsync_dir(dir).map_err(|e| Error::io("fsync WAL directory", dir, e))?;
+    Ok(path)
+}
+
+fn fill_new(
+    file: &File,
+    path: &Path,
+    header: &SegmentHeader,
+    faults: Option<&FaultPlan>,
+) -> Result<()> {
+    if faults.is_some_and(|f| f.take_segment_alloc_failure(header.shard_id as usize)) {
+        return Err(Error::io(
+            "preallocate WAL segment",
+            path,
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        ));
+    }
+    preallocate(file, header.segment_bytes)
+        .map_err(|e| Error::io("preallocate WAL segment", path, e))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io("write WAL segment header", path, e))?;
+    sys::fdatasync(file).map_err(|e| Error::io("fdatasync new WAL segment", path, e))?;
+    Ok(())
+}
+
+/// Reserves the blocks; filesystems without fallocate get a plain size (sparse file).
+fn preallocate(file: &File, bytes: u64) -> std::io::Result<()> {
+    match sys::fallocate(file, bytes) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => file.set_len(bytes),
+        other => other,
+    }
+}
+
+/// Reads a whole segment into memory (recovery reads each segment once, sequentially).
+pub fn read_segment(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io("read WAL segment", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_list_and_reject_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = SegmentHeader { shard_id: 0, sequence: 3, first_lsn: 1, segment_bytes: 1 << 20 };
+        let p = create_segment(dir.path(), &h, None).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![(3, p.clone())]);
+        assert!(create_segment(dir.path(), &h, None).is_err());
+        let bytes = read_segment(&p).unwrap();
+        assert_eq!(SegmentHeader::decode(&bytes).unwrap(), h);
+    }
+
+    #[test]
+    fn injected_enospc_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = FaultPlan::new();
+        plan.fail_next_segment_allocs(1);
+        let h = SegmentHeader { shard_id: 0, sequence: 1, first_lsn: 1, segment_bytes: 1 << 20 };
+        let err = create_segment(dir.path(), &h, Some(&plan)).unwrap_err();
+        assert!(err.is_disk_full());
+        assert!(list_segments(dir.path()).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,105 @@
+//! `WriteBatch`: puts and deletes applied together.
+//!
+//! Caller-side. A batch is split by shard; each shard applies its part atomically (one WAL
+//! record, one sequence number). A batch whose keys all hash to one shard is therefore atomic.
+//! Across shards each part is atomic on its own, but the parts are not atomic together yet:
+//! that arrives with cross-shard transactions (two-phase commit).
+
+use lightning_shards::ingress::WriteOp;
+use lightning_shards::{Error, Result};
+
+use crate::config::{KEY_BYTES_LIMIT, VALUE_BYTES_LIMIT};
+
+/// An ordered list of puts and deletes. A later operation on the same key wins.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        WriteBatch::default()
+    }
+
+    /// Adds a put. Fails for a key or value over the format's absolute limits (64 KiB keys,
+    /// 1 GiB values); the database's configured limits are checked by `write_batch`.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        check_absolute(key, Some(value))?;
+        self.ops.push(WriteOp::Put { key: key.to_vec(), value: value.to_vec() });
+        Ok(())
+    }
+
+    /// Adds a delete. Fails for a key over the format's absolute limit.
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
+        let key = key.as_ref();
+        check_absolute(key, None)?;
+        self.ops.push(WriteOp::Delete { key: key.to_vec() });
+        Ok(())
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Removes every operation.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+
+    pub(crate) fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+}
+
+fn check_absolute(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    if key.len() > KEY_BYTES_LIMIT {
+        return Err(Error::LimitExceeded {
+            what: "key bytes",
+            actual: key.len() as u64,
+            max: KEY_BYTES_LIMIT as u64,
+        });
+    }
+    if let Some(v) = value {
+        if v.len() > VALUE_BYTES_LIMIT {
+            return Err(Error::LimitExceeded {
+                what: "value bytes",
+                actual: v.len() as u64,
+                max: VALUE_BYTES_LIMIT as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_in_order() {
+        let mut b = WriteBatch::new();
+        b.put(b"a", b"1").unwrap();
+        b.delete(b"a").unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.ops()[1], WriteOp::Delete { key: b"a".to_vec() });
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn oversized_key_is_refused() {
+        let mut b = WriteBatch::new();
+        let key = vec![0u8; KEY_BYTES_LIMIT + 1];
+        assert!(matches!(b.put(&key, b"v"), Err(Error::LimitExceeded { what: "key bytes", .. })));
+        assert!(b.delete(&key).is_err());
+        assert!(b.is_empty());
+    }
+}

@@ -1,0 +1,338 @@
+//! `Database`: open, read, write, scan, sync, close.
+//!
+//! Caller-side and shared: one `Database` is used from any number of threads (`Send + Sync`).
+//! Writes are routed to the owning shard's ingress queue and the caller waits for the
+//! acknowledgement; reads are served on the caller's thread from the shard's published view
+//! (its memtable at the shard's visible sequence), so a thread always reads its own
+//! acknowledged writes and never a write that is not yet acknowledged.
+
+use std::fs::File;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lightning_shards::ingress::{Completion, Request, WriteOp};
+use lightning_shards::{Error, Limits, Result, ShardHandle, StartReport, WalSyncMode};
+
+use crate::batch::WriteBatch;
+use crate::config::LightningDbConfig;
+use crate::meta::{self, Meta, HASH_CRC32C_LEMIRE};
+use crate::router::Router;
+use crate::scan::{prefix_successor, DbIterator};
+
+/// An open Lightning DB database.
+pub struct Database {
+    path: PathBuf,
+    shards: Vec<ShardHandle>,
+    router: Router,
+    limits: Limits,
+    mode: WalSyncMode,
+    // Released last, after every shard has stopped.
+    _lock: File,
+}
+
+impl Database {
+    /// Opens the database in directory `path`, creating it if needed (`create_if_missing`).
+    /// Replays every shard's WAL before returning.
+    pub fn open(path: impl AsRef<Path>, config: LightningDbConfig) -> Result<Database> {
+        config.validate()?;
+        let path = path.as_ref().to_path_buf();
+        meta::ensure_dir(&path, config.create_if_missing)?;
+        let lock = meta::lock(&path)?;
+        let wanted = Meta {
+            shards: config.shards as u32,
+            page_size: config.page_size,
+            hash: HASH_CRC32C_LEMIRE,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let meta = meta::load_or_create(&path, wanted, config.create_if_missing)?;
+        check_meta(&path, &meta)?;
+        let shards = start_shards(&path, &config, meta.shards as usize)?;
+        Ok(Database {
+            path,
+            router: Router::new(meta.shards),
+            shards,
+            limits: config.limits(),
+            mode: config.wal_sync_mode,
+            _lock: lock,
+        })
+    }
+
+    /// The directory of this database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of shards (fixed when the database was created).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The durability mode this handle writes with.
+    pub fn wal_sync_mode(&self) -> WalSyncMode {
+        self.mode
+    }
+
+    /// What each shard found at start-up: pinned CPU, ring flags, records replayed.
+    pub fn start_reports(&self) -> Vec<StartReport> {
+        self.shards.iter().map(|s| s.report().clone()).collect()
+    }
+
+    /// Sets `key` to `value`. Returns once the write is acknowledged under the configured
+    /// `WalSyncMode`.
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let mut owned = Vec::with_capacity(key.len() + 8);
+        owned.extend_from_slice(key);
+        self.write_one(WriteOp::Put { key: owned, value: value.to_vec() })
+    }
+
+    /// Removes `key` (a no-op if absent). Returns once acknowledged.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        let key = key.as_ref();
+        self.check_key(key)?;
+        let mut owned = Vec::with_capacity(key.len() + 8);
+        owned.extend_from_slice(key);
+        self.write_one(WriteOp::Delete { key: owned })
+    }
+
+    fn write_one(&self, op: WriteOp) -> Result<()> {
+        let shard = &self.shards[self.router.shard_for(op.key())];
+        if shard.view().is_poisoned() {
+            return Err(Error::Poisoned { shard: shard.view().shard_id() });
+        }
+        let done = Arc::new(Completion::new(1));
+        shard.send(Request::Write { op, done: done.clone() })?;
+        done.wait(&shard.wait_policy())
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        let key = key.as_ref();
+        self.check_key(key)?;
+        Ok(self.shards[self.router.shard_for(key)].view().get(key))
+    }
+
+    /// True when `key` is present.
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.get(key).map(|v| v.is_some())
+    }
+
+    /// The values of several keys, in the order given. Keys are grouped by shard and each
+    /// shard's published view is read once for its group; no key costs a cross-core message.
+    pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
+        for (i, k) in keys.iter().enumerate() {
+            self.check_key(k.as_ref())?;
+            by_shard[self.router.shard_for(k.as_ref())].push(i);
+        }
+        let mut out = vec![None; keys.len()];
+        for (shard, indexes) in self.shards.iter().zip(by_shard) {
+            let view = shard.view();
+            for i in indexes {
+                out[i] = view.get(keys[i].as_ref());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `batch`. Each shard applies its part atomically; a batch whose keys all live on
+    /// one shard is atomic. Across shards the parts are not yet atomic together (cross-shard
+    /// atomicity arrives with transactions). Returns once every part is acknowledged.
+    pub fn write_batch(&self, batch: &WriteBatch) -> Result<()> {
+        let mut parts: Vec<Vec<WriteOp>> = vec![Vec::new(); self.shards.len()];
+        let mut bytes = vec![0usize; self.shards.len()];
+        for op in batch.ops() {
+            self.check_key(op.key())?;
+            if let Some(v) = op.value() {
+                self.check_value(v)?;
+            }
+            let shard = self.router.shard_for(op.key());
+            bytes[shard] += op.key().len() + op.value().map_or(0, <[u8]>::len) + 9;
+            parts[shard].push(op.clone());
+        }
+        if let Some(&over) = bytes.iter().find(|&&b| b > self.limits.max_batch_bytes) {
+            return Err(Error::LimitExceeded {
+                what: "batch bytes on one shard",
+                actual: over as u64,
+                max: self.limits.max_batch_bytes as u64,
+            });
+        }
+        self.send_parts(parts)
+    }
+
+    fn send_parts(&self, parts: Vec<Vec<WriteOp>>) -> Result<()> {
+        let touched = parts.iter().filter(|p| !p.is_empty()).count();
+        if touched == 0 {
+            return Ok(());
+        }
+        for (shard, part) in self.shards.iter().zip(&parts) {
+            if !part.is_empty() && shard.view().is_poisoned() {
+                return Err(Error::Poisoned { shard: shard.view().shard_id() });
+            }
+        }
+        let done = Arc::new(Completion::new(touched as u32));
+        let mut policy = lightning_shards::ingress::WaitPolicy::DEFAULT;
+        for (shard, ops) in self.shards.iter().zip(parts) {
+            if ops.is_empty() {
+                continue;
+            }
+            policy = shard.wait_policy();
+            if let Err(e) = shard.send(Request::Batch { ops, done: done.clone() }) {
+                done.complete(Err(e));
+            }
+        }
+        done.wait(&policy)
+    }
+
+    /// Entries with `start <= key < end` in key order (`None`: unbounded). The iterator yields
+    /// `Result<(key, value)>`; `.rev()` walks it backwards.
+    pub fn scan(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<DbIterator> {
+        let lower = start.map_or(Bound::Unbounded, |s| Bound::Included(s.to_vec()));
+        let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
+        Ok(DbIterator::new(&self.shards, lower, upper))
+    }
+
+    /// Entries whose keys fall in `range`, in key order, e.g. `db.range(b"a".as_slice()..b"m")`.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<DbIterator> {
+        let own = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Ok(DbIterator::new(&self.shards, own(range.start_bound()), own(range.end_bound())))
+    }
+
+    /// Entries whose keys start with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<DbIterator> {
+        let prefix = prefix.as_ref();
+        let upper = prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(DbIterator::new(&self.shards, Bound::Included(prefix.to_vec()), upper))
+    }
+
+    /// Makes every write acknowledged so far durable (fdatasync on every shard).
+    pub fn sync(&self) -> Result<()> {
+        let done = Arc::new(Completion::new(self.shards.len() as u32));
+        for shard in &self.shards {
+            if let Err(e) = shard.send(Request::Sync { done: done.clone() }) {
+                done.complete(Err(e));
+            }
+        }
+        done.wait(&lightning_shards::ingress::WaitPolicy::DEFAULT)
+    }
+
+    /// Makes every write acknowledged so far durable. Same as [`Database::sync`] until the
+    /// storage below the memtable exists; then it also writes memtables out.
+    pub fn flush(&self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Makes everything durable, stops every shard and releases the directory lock.
+    /// Returns the first error a shard reported while stopping.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_shards()
+    }
+
+    fn stop_shards(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        for shard in &self.shards {
+            let r = shard.shutdown();
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.len() > self.limits.max_key_bytes {
+            return Err(Error::LimitExceeded {
+                what: "key bytes",
+                actual: key.len() as u64,
+                max: self.limits.max_key_bytes as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(Error::LimitExceeded {
+                what: "value bytes",
+                actual: value.len() as u64,
+                max: self.limits.max_value_bytes as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_shards() {
+            log::warn!("closing {} on drop: {e}", self.path.display());
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+fn check_meta(path: &Path, meta: &Meta) -> Result<()> {
+    if meta.hash != HASH_CRC32C_LEMIRE {
+        return Err(Error::corruption(
+            path.join(meta::META_FILE),
+            20,
+            format!("unknown key hash id {}", meta.hash),
+        ));
+    }
+    if meta.shards == 0 || meta.shards as usize > crate::config::MAX_SHARDS {
+        return Err(Error::corruption(
+            path.join(meta::META_FILE),
+            12,
+            format!("shard count {} out of range", meta.shards),
+        ));
+    }
+    Ok(())
+}
+
+/// Spawns every shard (they replay their WALs in parallel), then waits for all of them.
+fn start_shards(path: &Path, config: &LightningDbConfig, count: usize) -> Result<Vec<ShardHandle>> {
+    let cpus = lightning_shards::io::sys::allowed_cpus();
+    let mut starting = Vec::with_capacity(count);
+    let mut failure = None;
+    for id in 0..count {
+        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+        match ShardHandle::spawn(config.shard_config(path, id, cpu)) {
+            Ok(s) => starting.push(s),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let mut running = Vec::with_capacity(count);
+    for s in starting {
+        match s.ready() {
+            Ok(h) => running.push(h),
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    if let Some(e) = failure {
+        for h in &running {
+            let _ = h.shutdown();
+        }
+        return Err(e);
+    }
+    Ok(running)
+}

@@ -1,0 +1,52 @@
+//! # Lightning DB
+//!
+//! An embedded, thread-per-core key-value storage engine for Linux. The keyspace is
+//! hash-sharded across cores; each shard is owned by one pinned thread running its own
+//! io_uring event loop, with its own write-ahead log and memtable. Shards share nothing.
+//!
+//! ```no_run
+//! use lightning_db::{Database, WriteBatch};
+//!
+//! # fn main() -> lightning_db::Result<()> {
+//! let db = Database::open("my_database", Default::default())?;
+//! db.put(b"key", b"value")?;
+//! assert_eq!(db.get(b"key")?, Some(b"value".to_vec()));
+//! let mut batch = WriteBatch::new();
+//! batch.put(b"key1", b"value1")?;
+//! batch.delete(b"old_key")?;
+//! db.write_batch(&batch)?;
+//! for item in db.scan(None, None)? {
+//!     let (_key, _value) = item?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Data path: caller → [`router`] (stable hash) → the shard's bounded ingress queue (a parked
+//! flag and an eventfd doorbell: no system call per request while the shard is busy) → the
+//! shard loop (WAL group commit, memtable) → acknowledgement once the [`WalSyncMode`] promise
+//! holds. Reads run on the caller's thread against the shard's published memtable view.
+//!
+//! Durability ([`WalSyncMode`]): `Sync` survives power loss, `Normal` (default) survives a
+//! process crash and syncs every `sync_interval_ms`, `Async` may lose the last
+//! `flush_interval_ms`. See `docs/` for the formats, the recovery table and the benchmarks.
+//!
+//! Not yet: storage below the memtable (the whole data set lives in memory and the WAL is
+//! replayed at open), transactions, and cross-shard atomic batches (each shard's part of a
+//! `WriteBatch` is atomic; a batch on one shard is atomic).
+
+#![deny(unsafe_code)]
+
+mod batch;
+mod config;
+mod db;
+mod meta;
+pub mod router;
+mod scan;
+
+pub use batch::WriteBatch;
+pub use config::{LightningDbConfig, KEY_BYTES_LIMIT, MAX_SHARDS, VALUE_BYTES_LIMIT};
+pub use db::Database;
+pub use lightning_shards::faults::FaultPlan;
+pub use lightning_shards::{Error, Result, StartReport, WalSyncMode};
+pub use scan::DbIterator;

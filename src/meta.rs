@@ -1,0 +1,208 @@
+//! The database directory: its lock file and its metadata file.
+//!
+//! Caller-side, used once by `Database::open`. The lock (`LOCK`, an exclusive `flock`) makes a
+//! second open of the same directory fail clearly, from this process or another. The metadata
+//! (`META`) fixes what must never change after creation: the shard count, the key→shard hash,
+//! and the page size. It is written once, atomically (temp file, fsync, rename, fsync dir).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use lightning_shards::{Error, Result};
+
+/// File name of the lock.
+pub const LOCK_FILE: &str = "LOCK";
+/// File name of the metadata.
+pub const META_FILE: &str = "META";
+const META_MAGIC: [u8; 8] = *b"LDB-META";
+/// Version of the metadata format. 1: first format.
+pub const META_FORMAT_VERSION: u32 = 1;
+/// Bytes of the metadata file.
+const META_BYTES: usize = 40;
+/// The key→shard hash (see `router.rs`). 1: crc32c of the key, Lemire-reduced.
+pub const HASH_CRC32C_LEMIRE: u32 = 1;
+
+/// What the metadata records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Shard count, fixed at creation.
+    pub shards: u32,
+    /// B+tree page size, fixed at creation.
+    pub page_size: u32,
+    /// Which key→shard hash the database uses.
+    pub hash: u32,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+impl Meta {
+    fn encode(&self) -> [u8; META_BYTES] {
+        let mut b = [0u8; META_BYTES];
+        b[0..8].copy_from_slice(&META_MAGIC);
+        b[8..12].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.shards.to_le_bytes());
+        b[16..20].copy_from_slice(&self.page_size.to_le_bytes());
+        b[20..24].copy_from_slice(&self.hash.to_le_bytes());
+        b[24..32].copy_from_slice(&self.created_unix.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..36]);
+        b[36..40].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    fn decode(path: &Path, b: &[u8]) -> Result<Self> {
+        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        if b.len() != META_BYTES || b[0..8] != META_MAGIC {
+            return Err(Error::corruption(path, 0, "not a Lightning DB metadata file"));
+        }
+        if u32_at(36) != crc32c::crc32c(&b[0..36]) {
+            return Err(Error::corruption(path, 36, "metadata checksum mismatch"));
+        }
+        let version = u32_at(8);
+        if version != META_FORMAT_VERSION {
+            return Err(Error::IncompatibleVersion {
+                file: path.into(),
+                found: version,
+                supported: META_FORMAT_VERSION,
+            });
+        }
+        let mut created = [0u8; 8];
+        created.copy_from_slice(&b[24..32]);
+        Ok(Meta {
+            shards: u32_at(12),
+            page_size: u32_at(16),
+            hash: u32_at(20),
+            created_unix: u64::from_le_bytes(created),
+        })
+    }
+}
+
+/// Prepares `path` as a database directory: creates it if needed, refusing files.
+pub fn ensure_dir(path: &Path, create: bool) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::InvalidPath {
+            path: path.into(),
+            reason: "it is a file, not a directory".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(path)
+                .map_err(|e| Error::io("create the database directory", path, e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::InvalidPath {
+            path: path.into(),
+            reason: "it does not exist and create_if_missing is false".into(),
+        }),
+        Err(e) => Err(Error::io("inspect the database directory", path, e)),
+    }
+}
+
+/// Takes the directory's lock. The returned file holds it until dropped.
+pub fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("create the lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(TryLockError::Error(e)) => Err(Error::io("lock the database directory", &path, e)),
+    }
+}
+
+/// Reads the metadata, or creates it from `wanted` in an empty directory.
+pub fn load_or_create(dir: &Path, wanted: Meta, create: bool) -> Result<Meta> {
+    let path = dir.join(META_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Meta::decode(&path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            refuse_foreign_contents(dir)?;
+            if !create {
+                return Err(Error::InvalidPath {
+                    path: dir.into(),
+                    reason: "it holds no database and create_if_missing is false".into(),
+                });
+            }
+            write_atomically(dir, &path, &wanted.encode())?;
+            Ok(wanted)
+        }
+        Err(e) => Err(Error::io("read the metadata file", &path, e)),
+    }
+}
+
+/// A directory without metadata must be empty (but for our lock), or it holds something else.
+fn refuse_foreign_contents(dir: &Path) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io("list the database directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list the database directory", dir, e))?;
+        let name = entry.file_name();
+        if name != LOCK_FILE && name != "META.tmp" {
+            return Err(Error::InvalidPath {
+                path: dir.into(),
+                reason: format!(
+                    "it is not empty ({:?} is there) and holds no Lightning DB metadata",
+                    name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_atomically(dir: &Path, path: &PathBuf, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join("META.tmp");
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create the metadata file", &tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io("write the metadata file", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync the metadata file", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("publish the metadata file", path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync the database directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> Meta {
+        Meta { shards: 3, page_size: 4096, hash: HASH_CRC32C_LEMIRE, created_unix: 7 }
+    }
+
+    #[test]
+    fn created_once_then_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_or_create(dir.path(), meta(), true).unwrap(), meta());
+        let other = Meta { shards: 9, ..meta() };
+        assert_eq!(load_or_create(dir.path(), other, true).unwrap(), meta());
+    }
+
+    #[test]
+    fn damaged_metadata_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(dir.path(), meta(), true).unwrap();
+        let path = dir.path().join(META_FILE);
+        let mut b = std::fs::read(&path).unwrap();
+        b[13] ^= 1;
+        std::fs::write(&path, b).unwrap();
+        assert!(matches!(load_or_create(dir.path(), meta(), true), Err(Error::Corruption { .. })));
+    }
+
+    #[test]
+    fn foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"hi").unwrap();
+        assert!(matches!(load_or_create(dir.path(), meta(), true), Err(Error::InvalidPath { .. })));
+    }
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock(dir.path()).unwrap();
+        assert!(matches!(lock(dir.path()), Err(Error::Locked { .. })));
+    }
+}

@@ -1,0 +1,207 @@
+//! Ordered scans across shards: a k-way merge of each shard's ordered stream, forward and
+//! backward (`DoubleEndedIterator`), under one registered snapshot per shard.
+//!
+//! Caller-side: the iterator runs on the caller's thread and reads each shard's published
+//! memtable directly. Each shard stream is pulled in chunks that start small and double up to
+//! `CHUNK_MAX` entries, so a scan holds at most `2 × shards × CHUNK_MAX` entries at a time,
+//! however long the range. Keys are unique across shards (each key lives in exactly one), so
+//! the merge needs no tie-breaking.
+
+use std::collections::VecDeque;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use lightning_shards::memtable::{Direction, Memtable};
+use lightning_shards::view::Snapshot;
+use lightning_shards::{Result, ShardHandle};
+
+/// First chunk size per shard stream; doubles on every refill.
+const CHUNK_MIN: usize = 32;
+/// Largest chunk per shard stream.
+pub const CHUNK_MAX: usize = 1024;
+
+type Entry = (Vec<u8>, Vec<u8>);
+
+/// Where a stream's next chunk starts in one direction.
+#[derive(Clone, Debug)]
+enum Cursor {
+    /// At the scan's own bound.
+    Start,
+    /// Strictly after (forward) or before (reverse) this key.
+    After(Vec<u8>),
+    /// Nothing more in this direction.
+    Done,
+}
+
+struct Side {
+    buf: VecDeque<Entry>,
+    cursor: Cursor,
+    chunk: usize,
+}
+
+impl Side {
+    fn new() -> Self {
+        Side { buf: VecDeque::new(), cursor: Cursor::Start, chunk: CHUNK_MIN }
+    }
+}
+
+struct ShardStream {
+    snapshot: Snapshot,
+    memtable: Arc<Memtable>,
+    front: Side,
+    back: Side,
+}
+
+/// An iterator over `(key, value)` pairs in key order, across every shard. Created by
+/// `Database::scan`, `range` and `scan_prefix`; `.rev()` walks it backwards.
+pub struct DbIterator {
+    streams: Vec<ShardStream>,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    /// Last key returned from the front / back: the two ends must not cross.
+    front_last: Option<Vec<u8>>,
+    back_last: Option<Vec<u8>>,
+}
+
+impl DbIterator {
+    pub(crate) fn new(
+        shards: &[ShardHandle],
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+    ) -> Self {
+        let streams = shards
+            .iter()
+            .map(|s| ShardStream {
+                snapshot: s.view().snapshot(),
+                memtable: s.view().memtable(),
+                front: Side::new(),
+                back: Side::new(),
+            })
+            .collect();
+        DbIterator { streams, lower, upper, front_last: None, back_last: None }
+    }
+
+    fn refill(&mut self, i: usize, direction: Direction) {
+        let lower = self.lower.as_ref().map(Vec::as_slice);
+        let upper = self.upper.as_ref().map(Vec::as_slice);
+        let s = &mut self.streams[i];
+        let side = match direction {
+            Direction::Forward => &mut s.front,
+            Direction::Reverse => &mut s.back,
+        };
+        let (lo, hi) = match (&side.cursor, direction) {
+            (Cursor::Done, _) => return,
+            (Cursor::Start, _) => (lower, upper),
+            (Cursor::After(k), Direction::Forward) => (Bound::Excluded(k.as_slice()), upper),
+            (Cursor::After(k), Direction::Reverse) => (lower, Bound::Excluded(k.as_slice())),
+        };
+        let chunk = s.memtable.chunk(lo, hi, s.snapshot.seq(), direction, side.chunk);
+        side.chunk = (side.chunk * 2).min(CHUNK_MAX);
+        side.cursor = match chunk.resume_after {
+            Some(k) => Cursor::After(k),
+            None => Cursor::Done,
+        };
+        side.buf.extend(chunk.entries);
+    }
+
+    /// Index of the stream whose next entry in `direction` comes first, refilling as needed.
+    fn pick(&mut self, direction: Direction) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for i in 0..self.streams.len() {
+            loop {
+                let side = side(&self.streams[i], direction);
+                if !side.buf.is_empty() || matches!(side.cursor, Cursor::Done) {
+                    break;
+                }
+                self.refill(i, direction);
+            }
+            let Some((key, _)) = head(&self.streams[i], direction) else { continue };
+            let better =
+                best.and_then(|b| head(&self.streams[b], direction)).is_none_or(|(bk, _)| {
+                    match direction {
+                        Direction::Forward => key < bk,
+                        Direction::Reverse => key > bk,
+                    }
+                });
+            if better {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    fn take(&mut self, direction: Direction) -> Option<Entry> {
+        let i = self.pick(direction)?;
+        let entry = match direction {
+            Direction::Forward => self.streams[i].front.buf.pop_front(),
+            Direction::Reverse => self.streams[i].back.buf.pop_front(),
+        }?;
+        // Stop where the other end already is: every key between was returned from there.
+        let crossed = match direction {
+            Direction::Forward => self.back_last.as_ref().is_some_and(|b| entry.0 >= *b),
+            Direction::Reverse => self.front_last.as_ref().is_some_and(|f| entry.0 <= *f),
+        };
+        if crossed {
+            for s in &mut self.streams {
+                s.front = Side { cursor: Cursor::Done, ..Side::new() };
+                s.back = Side { cursor: Cursor::Done, ..Side::new() };
+            }
+            return None;
+        }
+        match direction {
+            Direction::Forward => self.front_last = Some(entry.0.clone()),
+            Direction::Reverse => self.back_last = Some(entry.0.clone()),
+        }
+        Some(entry)
+    }
+}
+
+fn side(s: &ShardStream, direction: Direction) -> &Side {
+    match direction {
+        Direction::Forward => &s.front,
+        Direction::Reverse => &s.back,
+    }
+}
+
+fn head(s: &ShardStream, direction: Direction) -> Option<&Entry> {
+    side(s, direction).buf.front()
+}
+
+impl Iterator for DbIterator {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.take(Direction::Forward).map(Ok)
+    }
+}
+
+impl DoubleEndedIterator for DbIterator {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.take(Direction::Reverse).map(Ok)
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`, if any.
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_cases() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}
