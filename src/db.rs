@@ -20,6 +20,15 @@ use crate::meta::{self, Meta, HASH_CRC32C_LEMIRE};
 use crate::router::Router;
 use crate::scan::{prefix_successor, DbIterator};
 
+/// Memory held by a database's memtables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Approximate bytes of keys, values and index nodes.
+    pub memtable_bytes: u64,
+    /// Stored versions across all keys (old versions awaiting collection included).
+    pub versions: u64,
+}
+
 /// An open Lightning DB database.
 pub struct Database {
     path: PathBuf,
@@ -78,6 +87,17 @@ impl Database {
     /// What each shard found at start-up: pinned CPU, ring flags, records replayed.
     pub fn start_reports(&self) -> Vec<StartReport> {
         self.shards.iter().map(|s| s.report().clone()).collect()
+    }
+
+    /// Memory held by the shards' memtables right now (all versions, tombstones included).
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let mut usage = MemoryUsage::default();
+        for shard in &self.shards {
+            let m = shard.view().memtable();
+            usage.memtable_bytes += m.approx_bytes() as u64;
+            usage.versions += m.version_count() as u64;
+        }
+        usage
     }
 
     /// Sets `key` to `value`. Returns once the write is acknowledged under the configured

@@ -46,7 +46,7 @@ mod scan;
 
 pub use batch::WriteBatch;
 pub use config::{LightningDbConfig, KEY_BYTES_LIMIT, MAX_SHARDS, VALUE_BYTES_LIMIT};
-pub use db::Database;
+pub use db::{Database, MemoryUsage};
 pub use lightning_shards::faults::FaultPlan;
 pub use lightning_shards::{Error, Result, StartReport, WalSyncMode};
 pub use scan::DbIterator;

@@ -139,8 +139,8 @@ impl DirectWal {
     /// Closes the tail group (its size is final) and opens a new one with room for `bytes`.
     fn open_group(&mut self, bytes: usize) -> Result<(), WalError> {
         if let Some(tail) = self.groups.back() {
-            if self.active.as_ref().is_some_and(|a| Rc::ptr_eq(a, &tail.segment)) {
-                self.next_offset = tail.offset + round_up(tail.fill);
+            if !tail.submitted {
+                self.close_group(tail.offset, tail.fill, &tail.segment.clone());
             }
         }
         let need = round_up(bytes);
@@ -178,6 +178,14 @@ impl DirectWal {
         Ok(())
     }
 
+    /// A group's size is final (submitted, or followed by a newer group): the next group in
+    /// its segment starts on the sector after its padded end.
+    fn close_group(&mut self, offset: usize, fill: usize, segment: &Rc<Segment>) {
+        if self.active.as_ref().is_some_and(|a| Rc::ptr_eq(a, segment)) {
+            self.next_offset = self.next_offset.max(offset + round_up(fill));
+        }
+    }
+
     fn take_buffer(&mut self, bytes: usize) -> Result<GroupBuf, WalError> {
         if bytes <= GROUP_BUFFER_BYTES {
             if let Some(b) = self.free.pop() {
@@ -211,6 +219,8 @@ impl DirectWal {
         };
         ring.push(&sqe.user_data(TOKEN_WAL_WRITE)).map_err(WalError::Poisoned)?;
         group.submitted = true;
+        let (offset, fill, segment) = (group.offset, group.fill, group.segment.clone());
+        self.close_group(offset, fill, &segment);
         Ok(())
     }
 
