@@ -158,6 +158,9 @@ fn prepare(config: &ShardConfig) -> Result<Prepared> {
     let memtable = Arc::new(Memtable::new());
     let replayed = replay(config, &memtable)?;
     let view = Arc::new(ShardView::new(config.shard_id, memtable.clone(), replayed.next_lsn - 1));
+    if config.wal_sync_mode == WalSyncMode::Sync && config.direct_io {
+        crate::wal::segment::probe_direct_io(&config.dir)?;
+    }
     let opts = wal_options(config);
     let (wal, registered_buffers) = match config.wal_sync_mode {
         WalSyncMode::Sync => {

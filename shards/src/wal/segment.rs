@@ -56,18 +56,52 @@ pub fn append_flags(mode: WalSyncMode, direct_io: bool) -> i32 {
 pub fn open_for_append(path: &Path, flags: i32) -> Result<File> {
     OpenOptions::new().read(true).write(true).custom_flags(flags).open(path).map_err(|e| {
         if e.raw_os_error() == Some(libc::EINVAL) && flags & libc::O_DIRECT != 0 {
-            Error::EnvUnsupported {
-                what: format!(
-                    "the filesystem holding {} does not support O_DIRECT (ramfs, tmpfs before \
-                     Linux 6.6, some FUSE and network filesystems); put the database on ext4 \
-                     or xfs, or set `direct_io: false`",
-                    path.display()
-                ),
-            }
+            direct_io_unsupported(path)
         } else {
             Error::io("open WAL segment", path, e)
         }
     })
+}
+
+/// The error for a filesystem that refuses `O_DIRECT`.
+pub fn direct_io_unsupported(path: &Path) -> Error {
+    Error::EnvUnsupported {
+        what: format!(
+            "the filesystem holding {} does not support O_DIRECT (ramfs, tmpfs before Linux \
+             6.6, some FUSE and network filesystems); put the database on ext4 or xfs, or set \
+             `direct_io: false`",
+            path.display()
+        ),
+    }
+}
+
+/// Checks at start-up that `dir` accepts `O_DIRECT` writes, so a `Sync`-mode database on a
+/// filesystem without it fails at open rather than at its first write.
+pub fn probe_direct_io(dir: &Path) -> Result<()> {
+    let path = dir.join(".direct-io-probe");
+    let opened = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path);
+    let result = match opened {
+        Ok(file) => {
+            let buf = crate::io::aligned::AlignedBuf::zeroed(crate::io::aligned::SECTOR_BYTES);
+            match buf.map(|b| file.write_all_at(b.as_slice(), 0)) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    Err(direct_io_unsupported(dir))
+                }
+                Some(Err(e)) => Err(Error::io("probe O_DIRECT writes", &path, e)),
+                None => Ok(()),
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(direct_io_unsupported(dir)),
+        Err(e) => Err(Error::io("probe O_DIRECT writes", &path, e)),
+    };
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Creates segment `header.sequence` in `dir`, complete and durable, and returns its path.
