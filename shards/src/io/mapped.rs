@@ -80,6 +80,21 @@ impl MappedSegment {
         true
     }
 
+    /// Copies one WAL record into the mapping at `offset` so that a process killed at any
+    /// instant leaves either the whole record or a zero header: the body first, then (after a
+    /// compiler fence, so the stores stay in program order) the `header_bytes` that make it
+    /// valid. Stores retire in program order for the killed thread's own memory image, so a
+    /// later record can never be complete while an earlier one is not.
+    pub fn write_record_at(&mut self, offset: usize, record: &[u8], header_bytes: usize) -> bool {
+        let header_bytes = header_bytes.min(record.len());
+        let (header, body) = record.split_at(header_bytes);
+        if !self.write_at(offset + header_bytes, body) {
+            return false;
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        self.write_at(offset, header)
+    }
+
     /// Prefaults `[offset, offset + len)` writable, so the appends that follow take no page
     /// faults. Best effort: an old kernel without `MADV_POPULATE_WRITE` only loses the hint.
     #[allow(unsafe_code)]

@@ -24,7 +24,7 @@ use super::reader::Tail;
 use super::{WalError, WalOptions, TOKEN_WAL_WRITE};
 use crate::error::Error;
 use crate::ingress::{Completion, WriteOp};
-use crate::io::aligned::{round_up, AlignedBuf};
+use crate::io::aligned::AlignedBuf;
 use crate::runtime::ring::Ring;
 
 /// Size of a pooled group buffer. Larger records get a buffer of their own.
@@ -130,9 +130,8 @@ impl DirectWal {
 
     fn tail_group_fits(&self, bytes: usize) -> bool {
         self.groups.back().is_some_and(|g| {
-            !g.submitted
-                && g.fill + bytes <= g.buf.buf.len()
-                && g.offset + round_up(g.fill + bytes) <= g.segment.len
+            let padded = format::next_group_offset(g.fill + bytes);
+            !g.submitted && padded <= g.buf.buf.len() && g.offset + padded <= g.segment.len
         })
     }
 
@@ -143,7 +142,7 @@ impl DirectWal {
                 self.close_group(tail.offset, tail.fill, &tail.segment.clone());
             }
         }
-        let need = round_up(bytes);
+        let need = format::next_group_offset(bytes);
         let fits = self.active.as_ref().is_some_and(|a| self.next_offset + need <= a.len);
         if !fits {
             let opened = self.chain.open_next(self.next_lsn)?;
@@ -182,7 +181,7 @@ impl DirectWal {
     /// its segment starts on the sector after its padded end.
     fn close_group(&mut self, offset: usize, fill: usize, segment: &Rc<Segment>) {
         if self.active.as_ref().is_some_and(|a| Rc::ptr_eq(a, segment)) {
-            self.next_offset = self.next_offset.max(offset + round_up(fill));
+            self.next_offset = self.next_offset.max(offset + format::next_group_offset(fill));
         }
     }
 
@@ -192,7 +191,7 @@ impl DirectWal {
                 return Ok(b);
             }
         }
-        AlignedBuf::zeroed(bytes.max(GROUP_BUFFER_BYTES))
+        AlignedBuf::zeroed(format::next_group_offset(bytes).max(GROUP_BUFFER_BYTES))
             .map(|buf| GroupBuf { buf, fixed_index: None })
             .ok_or_else(|| {
                 let out_of_memory = std::io::Error::from(std::io::ErrorKind::OutOfMemory);
@@ -206,7 +205,7 @@ impl DirectWal {
         if group.submitted || group.fill == 0 {
             return Ok(());
         }
-        let len = round_up(group.fill);
+        let len = format::next_group_offset(group.fill);
         // Zero the padding: a reused buffer holds an older group's bytes past `fill`.
         group.buf.buf.as_mut_slice()[group.fill..len].fill(0);
         let fd = types::Fd(group.segment.file.as_raw_fd());
@@ -234,7 +233,7 @@ impl DirectWal {
             .faults
             .as_deref()
             .is_some_and(|f| f.take_fdatasync_failure(opts.shard_id as usize));
-        let expected = round_up(group.fill);
+        let expected = format::next_group_offset(group.fill);
         if result < 0 || injected || result as usize != expected {
             let source = if injected || result >= 0 {
                 std::io::Error::from_raw_os_error(libc::EIO)

@@ -24,6 +24,19 @@ pub const RECORD_HEADER_BYTES: usize = 24;
 const _: () = assert!(RECORD_HEADER_BYTES == 4 + 4 + 8 + 4 + 1 + 3);
 const _: () = assert!(SEGMENT_HEADER_USED <= SEGMENT_HEADER_BYTES);
 
+/// Where the next group starts when the previous one ends at `end`: the next sector boundary,
+/// moved one sector further when the zero gap before it would be shorter than a record header.
+/// Replay recognises padding by a full header of zeros, so every gap is either empty or at
+/// least [`RECORD_HEADER_BYTES`] long.
+pub fn next_group_offset(end: usize) -> usize {
+    let boundary = crate::io::aligned::round_up(end);
+    if boundary > end && boundary - end < RECORD_HEADER_BYTES {
+        boundary + crate::io::aligned::SECTOR_BYTES
+    } else {
+        boundary
+    }
+}
+
 /// Record kinds.
 pub const KIND_WRITE: u8 = 1;
 
@@ -296,6 +309,19 @@ mod tests {
         bad[20] ^= 1;
         assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Checksum));
         assert_eq!(SegmentHeader::decode(&[0u8; 4096]), Err(HeaderError::Magic));
+    }
+
+    #[test]
+    fn group_gaps_are_empty_or_header_sized() {
+        assert_eq!(next_group_offset(4096), 4096);
+        assert_eq!(next_group_offset(4097), 8192);
+        assert_eq!(next_group_offset(8192 - 24), 8192);
+        assert_eq!(next_group_offset(8192 - 23), 12288);
+        for end in 4096..12288 {
+            let gap = next_group_offset(end) - end;
+            assert!(gap == 0 || gap >= RECORD_HEADER_BYTES, "end {end}");
+            assert_eq!(next_group_offset(end) % 4096, 0);
+        }
     }
 
     #[test]

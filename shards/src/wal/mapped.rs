@@ -17,12 +17,11 @@ use std::time::Instant;
 use io_uring::{opcode, types};
 
 use super::chain::SegmentChain;
-use super::format::{self, SegmentHeader};
+use super::format::{self, SegmentHeader, RECORD_HEADER_BYTES};
 use super::reader::Tail;
 use super::{WalError, WalOptions, TOKEN_WAL_SYNC};
 use crate::error::Error;
 use crate::ingress::{Completion, WriteOp};
-use crate::io::aligned::round_up;
 use crate::io::mapped::MappedSegment;
 use crate::io::sys;
 use crate::runtime::ring::Ring;
@@ -52,6 +51,8 @@ pub struct MappedWal {
     active: Option<Active>,
     next_lsn: u64,
     staged: Vec<u8>,
+    /// Start offset of each record in `staged`.
+    staged_starts: Vec<usize>,
     staged_lsn: u64,
     written_lsn: u64,
     durable_lsn: u64,
@@ -69,6 +70,7 @@ impl MappedWal {
             active: None,
             next_lsn,
             staged: Vec::with_capacity(64 * 1024),
+            staged_starts: Vec::with_capacity(256),
             staged_lsn: last,
             written_lsn: last,
             durable_lsn: last,
@@ -91,6 +93,7 @@ impl MappedWal {
         }
         let lsn = self.next_lsn;
         let generation = self.active.as_ref().map_or(0, |a| a.header.generation());
+        self.staged_starts.push(self.staged.len());
         format::encode_write_record(&mut self.staged, lsn, generation, ops);
         self.next_lsn += 1;
         self.staged_lsn = lsn;
@@ -101,14 +104,27 @@ impl MappedWal {
     /// Returns the highest LSN written.
     pub fn publish_staged(&mut self) -> u64 {
         if let (Some(active), false) = (self.active.as_mut(), self.staged.is_empty()) {
-            let copied = active.map.write_at(active.offset, &self.staged);
-            debug_assert!(copied, "stage was sized to fit the segment");
+            // Record by record, each header after its body: a kill at any instant leaves a
+            // prefix of complete records, never a gap followed by a valid record.
+            let ends = self
+                .staged_starts
+                .iter()
+                .skip(1)
+                .copied()
+                .chain(std::iter::once(self.staged.len()));
+            for (start, end) in self.staged_starts.iter().copied().zip(ends) {
+                let record = &self.staged[start..end];
+                let copied =
+                    active.map.write_record_at(active.offset + start, record, RECORD_HEADER_BYTES);
+                debug_assert!(copied, "stage was sized to fit the segment");
+            }
             active.offset += self.staged.len();
             if active.offset + POPULATE_AHEAD_BYTES / 2 > active.populated_to {
                 active.map.populate(active.populated_to, POPULATE_AHEAD_BYTES);
                 active.populated_to += POPULATE_AHEAD_BYTES;
             }
             self.staged.clear();
+            self.staged_starts.clear();
             self.written_lsn = self.staged_lsn;
         }
         self.written_lsn
@@ -156,7 +172,7 @@ impl MappedWal {
         }
         let Some(active) = self.active.as_mut() else { return Ok(()) };
         // Records after this sync start on a fresh sector: the synced ones are never rewritten.
-        active.offset = round_up(active.offset).min(active.map.len());
+        active.offset = format::next_group_offset(active.offset).min(active.map.len());
         let sqe = opcode::Fsync::new(types::Fd(active.file.as_raw_fd()))
             .flags(types::FsyncFlags::DATASYNC)
             .build()

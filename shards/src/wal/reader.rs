@@ -13,7 +13,7 @@ use super::recovery::{
 use super::segment;
 use crate::error::{Error, Result};
 use crate::ingress::WriteOp;
-use crate::io::aligned::{round_up, SECTOR_BYTES};
+use crate::io::aligned::SECTOR_BYTES;
 
 /// How one segment's records end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ fn segment_corruption(path: &Path, state: SegmentState, expected: u64) -> Error 
 }
 
 fn tail_after(path: &Path, header: SegmentHeader, scan: &SegmentScan, len: usize) -> Tail {
-    let offset = round_up(scan.valid_end);
+    let offset = format::next_group_offset(scan.valid_end);
     if scan.end == SegmentEnd::Clean && offset < len {
         Tail::Resume { path: path.to_path_buf(), header, offset }
     } else {
@@ -170,7 +170,7 @@ pub fn scan_segment(
                 at += rec.size();
                 valid_end = at;
             }
-            Decision::SkipToNextSector => at = round_up(at + 1),
+            Decision::SkipToNextSector => at = padding_end(at),
             Decision::CleanEnd => {
                 return Ok(SegmentScan { end: SegmentEnd::Clean, valid_end, next_lsn: expected })
             }
@@ -216,7 +216,7 @@ fn classify(parsed: &Parsed<'_>, expected: u64, generation: u32) -> RecordState 
 
 /// What the segment holds after position `at`.
 fn following(image: &[u8], at: usize, expected: u64, generation: u32) -> Following {
-    let next_sector = round_up(at + 1);
+    let next_sector = padding_end(at);
     if let Parsed::Record(r) = format::parse_record(image, next_sector) {
         if r.lsn == expected && r.generation == generation {
             return Following::ExpectedAtNextSector;
@@ -232,6 +232,16 @@ fn following(image: &[u8], at: usize, expected: u64, generation: u32) -> Followi
         p = q + 1;
     }
     Following::NothingValid
+}
+
+/// Where the group after zero padding at `at` starts: the writers' `next_group_offset`, or the
+/// next sector when `at` is already on a boundary.
+fn padding_end(at: usize) -> usize {
+    if at.is_multiple_of(SECTOR_BYTES) {
+        at + SECTOR_BYTES
+    } else {
+        format::next_group_offset(at)
+    }
 }
 
 /// Cheap filter before a checksum: the LSN and generation fields fit this segment.
