@@ -82,7 +82,7 @@ fn child_main(dir: &Path, mode: WalSyncMode) -> ! {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    let acked: Vec<(u64, u64)> = if rng % 4 == 0 {
+                    let acked: Vec<(u64, u64)> = if rng.is_multiple_of(4) {
                         let mut b = WriteBatch::new();
                         let ks: Vec<u64> =
                             (0..4).map(|i| (rng >> (8 * i)) % KEYS_PER_WRITER).collect();
