@@ -209,7 +209,11 @@ fn setup_error(e: io::Error) -> Error {
              allows io_uring_setup/io_uring_enter/io_uring_register)"
         }
         Some(libc::ENOSYS) => "io_uring_setup is not available (ENOSYS): the kernel lacks io_uring or a seccomp filter hides it",
-        Some(libc::ENOMEM) => "io_uring_setup failed with ENOMEM: not enough locked memory for the ring",
+        Some(libc::ENOMEM) => {
+            "io_uring_setup failed with ENOMEM: not enough locked memory for the ring; the \
+             kernel counts ring memory against RLIMIT_MEMLOCK unless the process has \
+             CAP_IPC_LOCK, so raise it (`ulimit -l`, or LimitMEMLOCK= in systemd)"
+        }
         _ => "io_uring_setup failed",
     };
     Error::EnvUnsupported { what: format!("{why} ({e})") }
