@@ -27,7 +27,7 @@ impl WriteBatch {
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_absolute(key, Some(value))?;
-        self.ops.push(WriteOp::Put { key: key.to_vec(), value: value.to_vec() });
+        self.ops.push(WriteOp::Put { key: key.to_vec(), value: value.into() });
         Ok(())
     }
 

@@ -6,12 +6,11 @@
 //! (its memtable at the shard's visible sequence), so a thread always reads its own
 //! acknowledged writes and never a write that is not yet acknowledged.
 
-use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lightning_shards::ingress::{Completion, Request, WriteOp};
+use lightning_shards::ingress::{Completion, Request, Responder, WriteOp};
 use lightning_shards::{Error, Limits, Result, ShardHandle, StartReport, WalSyncMode};
 
 use crate::batch::WriteBatch;
@@ -37,7 +36,7 @@ pub struct Database {
     limits: Limits,
     mode: WalSyncMode,
     // Released last, after every shard has stopped.
-    _lock: File,
+    _lock: meta::DirLock,
 }
 
 impl Database {
@@ -108,7 +107,7 @@ impl Database {
         self.check_value(value)?;
         let mut owned = Vec::with_capacity(key.len() + 8);
         owned.extend_from_slice(key);
-        self.write_one(WriteOp::Put { key: owned, value: value.to_vec() })
+        self.write_one(WriteOp::Put { key: owned, value: value.into() })
     }
 
     /// Removes `key` (a no-op if absent). Returns once acknowledged.
@@ -126,7 +125,7 @@ impl Database {
             return Err(Error::Poisoned { shard: shard.view().shard_id() });
         }
         let done = Arc::new(Completion::new(1));
-        shard.send(Request::Write { op, done: done.clone() })?;
+        shard.send(Request::Write { op, done: Responder::new(done.clone()) })?;
         done.wait(&shard.wait_policy())
     }
 
@@ -202,9 +201,8 @@ impl Database {
                 continue;
             }
             policy = shard.wait_policy();
-            if let Err(e) = shard.send(Request::Batch { ops, done: done.clone() }) {
-                done.complete(Err(e));
-            }
+            // A refused send drops the request, whose responder then signals `Closed`.
+            let _ = shard.send(Request::Batch { ops, done: Responder::new(done.clone()) });
         }
         done.wait(&policy)
     }
@@ -238,9 +236,7 @@ impl Database {
     pub fn sync(&self) -> Result<()> {
         let done = Arc::new(Completion::new(self.shards.len() as u32));
         for shard in &self.shards {
-            if let Err(e) = shard.send(Request::Sync { done: done.clone() }) {
-                done.complete(Err(e));
-            }
+            let _ = shard.send(Request::Sync { done: Responder::new(done.clone()) });
         }
         done.wait(&lightning_shards::ingress::WaitPolicy::DEFAULT)
     }

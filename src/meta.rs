@@ -96,20 +96,69 @@ pub fn ensure_dir(path: &Path, create: bool) -> Result<()> {
     }
 }
 
-/// Takes the directory's lock. The returned file holds it until dropped.
-pub fn lock(dir: &Path) -> Result<File> {
+/// Directories this process has open, so a second open here fails at once and a lock briefly
+/// held by a forked child (between `fork` and `exec` every descriptor is shared) is retried.
+static OPEN_HERE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// How long a contended lock is retried before `Error::Locked`: covers a child process that
+/// inherited the descriptor and has not reached `exec` yet.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The directory's lock: an exclusive `flock` on `LOCK`, released on drop.
+#[derive(Debug)]
+pub struct DirLock {
+    file: File,
+    key: PathBuf,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+        let mut open = OPEN_HERE.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|p| p != &self.key);
+    }
+}
+
+/// Takes the directory's lock.
+pub fn lock(dir: &Path) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
+    let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    {
+        let mut open = OPEN_HERE.lock().unwrap_or_else(|p| p.into_inner());
+        if open.contains(&key) {
+            return Err(Error::Locked { path });
+        }
+        open.push(key.clone());
+    }
+    match lock_file(&path) {
+        Ok(file) => Ok(DirLock { file, key }),
+        Err(e) => {
+            OPEN_HERE.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| p != &key);
+            Err(e)
+        }
+    }
+}
+
+fn lock_file(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io("create the lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(TryLockError::Error(e)) => Err(Error::io("lock the database directory", &path, e)),
+        .open(path)
+        .map_err(|e| Error::io("create the lock file", path, e))?;
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: path.into() }),
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io("lock the database directory", path, e))
+            }
+        }
     }
 }
 

@@ -186,7 +186,9 @@ impl fmt::Display for Error {
                 "{} has format version {found}, this build reads version {supported}",
                 file.display()
             ),
-            Error::Closed => write!(f, "the database is closed"),
+            Error::Closed => {
+                write!(f, "the database is closed, or the shard serving the request stopped")
+            }
         }
     }
 }

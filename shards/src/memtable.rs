@@ -13,9 +13,10 @@
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
 
-use crossbeam_skiplist::map::Entry;
-use crossbeam_skiplist::SkipMap;
+use crossbeam_epoch::{self as epoch, Guard};
+use crossbeam_skiplist::base::{Entry, SkipList};
 
 /// Sequence numbers start at 1; 0 sorts after every real version of a key.
 pub const SEQ_MIN: u64 = 1;
@@ -23,39 +24,122 @@ pub const SEQ_MIN: u64 = 1;
 /// Approximate per-entry overhead of the skiplist node, for memory accounting.
 const ENTRY_OVERHEAD_BYTES: usize = 96;
 
-/// A key plus its version: the user key followed by the sequence as 8 big-endian bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VersionedKey(Vec<u8>);
+/// Keys up to this many bytes live inside the skiplist node (no separate allocation, one cache
+/// miss less per comparison).
+pub const INLINE_KEY_BYTES: usize = 22;
 
-impl VersionedKey {
-    /// Builds from a key buffer (consumed) and a sequence.
-    pub fn new(mut key: Vec<u8>, seq: u64) -> Self {
-        key.extend_from_slice(&seq.to_be_bytes());
-        VersionedKey(key)
+/// A user key, stored inline when short.
+#[derive(Clone, Debug)]
+pub struct KeyBytes(Repr);
+
+#[derive(Clone, Debug)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE_KEY_BYTES] },
+    Heap(Box<[u8]>),
+}
+
+impl KeyBytes {
+    /// Copies `key`, inline when it is short.
+    pub fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY_BYTES {
+            let mut buf = [0u8; INLINE_KEY_BYTES];
+            buf[..key.len()].copy_from_slice(key);
+            KeyBytes(Repr::Inline { len: key.len() as u8, buf })
+        } else {
+            KeyBytes(Repr::Heap(key.into()))
+        }
     }
 
-    fn probe(key: &[u8], seq: u64) -> Self {
-        let mut v = Vec::with_capacity(key.len() + 8);
-        v.extend_from_slice(key);
-        VersionedKey::new(v, seq)
+    /// Takes `key`, reusing its allocation when it is long.
+    pub fn from_vec(key: Vec<u8>) -> Self {
+        if key.len() <= INLINE_KEY_BYTES {
+            KeyBytes::new(&key)
+        } else {
+            KeyBytes(Repr::Heap(key.into_boxed_slice()))
+        }
+    }
+
+    /// The key bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, buf } => &buf[..usize::from(*len)],
+            Repr::Heap(b) => b,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Inline { .. } => 0,
+            Repr::Heap(b) => b.len(),
+        }
+    }
+}
+
+impl PartialEq for KeyBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for KeyBytes {}
+
+impl std::hash::Hash for KeyBytes {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash exactly like `[u8]`, so lookups by `&[u8]` (Borrow) find the entry.
+        self.as_slice().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for KeyBytes {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// A key plus its version. Orders by key ascending, then sequence descending.
+#[derive(Clone, Debug)]
+pub struct VersionedKey {
+    seq: u64,
+    key: KeyBytes,
+}
+
+impl VersionedKey {
+    /// Builds from a key and a sequence.
+    pub fn new(key: &[u8], seq: u64) -> Self {
+        VersionedKey { seq, key: KeyBytes::new(key) }
+    }
+
+    /// Builds from an owned key buffer, reusing its allocation for long keys.
+    pub fn from_vec(key: Vec<u8>, seq: u64) -> Self {
+        VersionedKey { seq, key: KeyBytes::from_vec(key) }
     }
 
     /// The user key.
     pub fn key(&self) -> &[u8] {
-        &self.0[..self.0.len() - 8]
+        self.key.as_slice()
     }
 
     /// The version's sequence number.
     pub fn seq(&self) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[self.0.len() - 8..]);
-        u64::from_be_bytes(b)
+        self.seq
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.key.heap_bytes()
     }
 }
 
+impl PartialEq for VersionedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.key() == other.key()
+    }
+}
+
+impl Eq for VersionedKey {}
+
 impl Ord for VersionedKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.key().cmp(other.key()).then_with(|| other.seq().cmp(&self.seq()))
+        self.key().cmp(other.key()).then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -65,8 +149,9 @@ impl PartialOrd for VersionedKey {
     }
 }
 
-/// A stored version: a value, or a tombstone (`None`).
-pub type Slot = Option<Box<[u8]>>;
+/// A stored version: a value, or a tombstone (`None`). Shared by the ordered list and the
+/// point-read index.
+pub type Slot = Option<Arc<[u8]>>;
 
 /// Result of a point lookup at a snapshot.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,12 +185,35 @@ pub struct Chunk {
     pub resume_after: Option<Vec<u8>>,
 }
 
-/// The concurrent ordered map of one shard.
-#[derive(Default)]
+/// The memtable of one shard: every version in an ordered concurrent skiplist (scans,
+/// snapshot reads), plus a concurrent hash index of each key's newest version, so a point read
+/// costs one hash probe instead of a skiplist descent (`examples/memtable_ops.rs` measures
+/// both).
 pub struct Memtable {
-    map: SkipMap<VersionedKey, Slot>,
+    map: SkipList<VersionedKey, Slot>,
+    latest: papaya::HashMap<KeyBytes, (u64, Slot), foldhash::fast::RandomState>,
     approx_bytes: AtomicUsize,
 }
+
+/// Per-key overhead of the hash index, for memory accounting.
+const INDEX_OVERHEAD_BYTES: usize = 64;
+
+impl Default for Memtable {
+    fn default() -> Self {
+        Memtable {
+            map: SkipList::new(epoch::default_collector().clone()),
+            // foldhash: fast for short keys, randomly seeded per map. Blocking resize: only the
+            // shard thread writes, and readers are never blocked by a resize.
+            latest: papaya::HashMap::builder()
+                .hasher(foldhash::fast::RandomState::default())
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
+            approx_bytes: AtomicUsize::new(0),
+        }
+    }
+}
+
+type MapEntry<'a, 'g> = Entry<'a, 'g, VersionedKey, Slot>;
 
 impl Memtable {
     /// An empty memtable.
@@ -124,19 +232,52 @@ impl Memtable {
     }
 
     /// Shard-side: inserts a version. Returns true when the key has an older version, so the
-    /// caller can queue the key for garbage collection.
+    /// caller can queue the key for garbage collection. Versions of a key arrive in increasing
+    /// sequence order (one writer per shard), so the index always holds the newest.
     pub fn insert(&self, key: Vec<u8>, seq: u64, value: Slot) -> bool {
         debug_assert!(seq >= SEQ_MIN);
-        let bytes = key.len() + 8 + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES;
-        let entry = self.map.insert(VersionedKey::new(key, seq), value);
+        let vk = VersionedKey::from_vec(key, seq);
+        let index_key = vk.key.clone();
+        let mut bytes =
+            vk.heap_bytes() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES;
+        let guard = &epoch::pin();
+        self.map.insert(vk, value.clone(), guard).release(guard);
+        let index = self.latest.pin();
+        let older = match index.insert(index_key, (seq, value)) {
+            Some(&(previous, _)) => {
+                // Equal when a batch writes the same key twice (one sequence per batch).
+                debug_assert!(previous <= seq);
+                true
+            }
+            None => {
+                bytes += INDEX_OVERHEAD_BYTES;
+                false
+            }
+        };
         self.approx_bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
-        entry.next().is_some_and(|next| next.key().key() == entry.key().key())
+        older
     }
 
     /// The newest version of `key` with sequence `<= snapshot`.
     pub fn get(&self, key: &[u8], snapshot: u64) -> Lookup {
-        let probe = VersionedKey::probe(key, u64::MAX);
-        let mut cursor = self.map.lower_bound(Bound::Included(&probe));
+        match self.latest.pin().get(key) {
+            None => return Lookup::Missing { newest_invisible: None },
+            Some((seq, slot)) if *seq <= snapshot => {
+                return match slot {
+                    Some(v) => Lookup::Found(v.to_vec()),
+                    None => Lookup::Deleted,
+                };
+            }
+            Some(_) => {} // the newest version is still in flight: walk the versions
+        }
+        self.get_ordered(key, snapshot)
+    }
+
+    /// `get` by walking the ordered versions (used when the newest is not yet visible).
+    fn get_ordered(&self, key: &[u8], snapshot: u64) -> Lookup {
+        let guard = &epoch::pin();
+        let probe = VersionedKey::new(key, u64::MAX);
+        let mut cursor = self.map.lower_bound(Bound::Included(&probe), guard);
         let mut newest_invisible = None;
         while let Some(entry) = cursor {
             if entry.key().key() != key {
@@ -158,8 +299,9 @@ impl Memtable {
     /// Shard-side: removes the versions of `key` that no snapshot at or above `watermark` can
     /// see (everything older than the newest version `<= watermark`). Returns bytes freed.
     pub fn collect_garbage(&self, key: &[u8], watermark: u64) -> usize {
-        let probe = VersionedKey::probe(key, watermark);
-        let Some(keep) = self.map.lower_bound(Bound::Included(&probe)) else { return 0 };
+        let guard = &epoch::pin();
+        let probe = VersionedKey::new(key, watermark);
+        let Some(keep) = self.map.lower_bound(Bound::Included(&probe), guard) else { return 0 };
         if keep.key().key() != key {
             return 0;
         }
@@ -169,7 +311,7 @@ impl Memtable {
             if entry.key().key() != key {
                 break;
             }
-            freed += entry.key().0.len() + entry.value().as_ref().map_or(0, |v| v.len());
+            freed += entry.key().heap_bytes() + entry.value().as_ref().map_or(0, |v| v.len());
             freed += ENTRY_OVERHEAD_BYTES;
             cursor = entry.next();
             entry.remove();
@@ -178,9 +320,8 @@ impl Memtable {
         freed
     }
 
-    /// Up to `limit` visible entries of `[lower, upper)`-style bounds at `snapshot`, in
-    /// `direction` order. Keys are examined in order; a later chunk resumes after
-    /// `Chunk::resume_after`.
+    /// Up to `limit` visible entries within the bounds at `snapshot`, in `direction` order.
+    /// Keys are examined in order; a later chunk resumes after `Chunk::resume_after`.
     pub fn chunk(
         &self,
         lower: Bound<&[u8]>,
@@ -190,9 +331,10 @@ impl Memtable {
         limit: usize,
     ) -> Chunk {
         let limit = limit.max(1);
+        let guard = &epoch::pin();
         match direction {
-            Direction::Forward => self.chunk_forward(lower, upper, snapshot, limit),
-            Direction::Reverse => self.chunk_reverse(lower, upper, snapshot, limit),
+            Direction::Forward => self.chunk_forward(lower, upper, snapshot, limit, guard),
+            Direction::Reverse => self.chunk_reverse(lower, upper, snapshot, limit, guard),
         }
     }
 
@@ -202,31 +344,35 @@ impl Memtable {
         upper: Bound<&[u8]>,
         snapshot: u64,
         limit: usize,
+        guard: &Guard,
     ) -> Chunk {
         let mut out = Chunk::default();
         let mut cursor = match lower {
             Bound::Included(k) => {
-                self.map.lower_bound(Bound::Included(&VersionedKey::probe(k, u64::MAX)))
+                self.map.lower_bound(Bound::Included(&VersionedKey::new(k, u64::MAX)), guard)
             }
-            Bound::Excluded(k) => self.map.lower_bound(Bound::Excluded(&VersionedKey::probe(k, 0))),
-            Bound::Unbounded => self.map.front(),
+            Bound::Excluded(k) => {
+                self.map.lower_bound(Bound::Excluded(&VersionedKey::new(k, 0)), guard)
+            }
+            Bound::Unbounded => self.map.front(guard),
         };
-        let mut current: Option<Vec<u8>> = None; // key whose visible version is already decided
+        // The key whose visible version is already decided; older versions of it are skipped.
+        let mut current: Option<MapEntry<'_, '_>> = None;
         while let Some(entry) = cursor {
             let key = entry.key().key();
             if !below_upper(key, upper) {
                 return out; // resume_after stays None: exhausted
             }
-            let decided = current.as_deref() == Some(key);
+            let decided = current.as_ref().is_some_and(|c| c.key().key() == key);
             if !decided && entry.key().seq() <= snapshot {
                 if out.entries.len() == limit {
-                    out.resume_after = current;
+                    out.resume_after = current.map(|c| c.key().key().to_vec());
                     return out;
                 }
                 if let Some(v) = entry.value() {
                     out.entries.push((key.to_vec(), v.to_vec()));
                 }
-                current = Some(key.to_vec());
+                current = Some(entry.clone());
             }
             cursor = entry.next();
         }
@@ -239,18 +385,21 @@ impl Memtable {
         upper: Bound<&[u8]>,
         snapshot: u64,
         limit: usize,
+        guard: &Guard,
     ) -> Chunk {
         let mut out = Chunk::default();
         let mut cursor = match upper {
             Bound::Excluded(k) => {
-                self.map.upper_bound(Bound::Excluded(&VersionedKey::probe(k, u64::MAX)))
+                self.map.upper_bound(Bound::Excluded(&VersionedKey::new(k, u64::MAX)), guard)
             }
-            Bound::Included(k) => self.map.upper_bound(Bound::Included(&VersionedKey::probe(k, 0))),
-            Bound::Unbounded => self.map.back(),
+            Bound::Included(k) => {
+                self.map.upper_bound(Bound::Included(&VersionedKey::new(k, 0)), guard)
+            }
+            Bound::Unbounded => self.map.back(guard),
         };
         // Walking backwards, a key's versions come oldest first: the visible one is the last
         // version `<= snapshot` seen before the key changes.
-        let mut pending: Option<Entry<'_, VersionedKey, Slot>> = None;
+        let mut pending: Option<MapEntry<'_, '_>> = None;
         let mut last_decided: Option<Vec<u8>> = None;
         while let Some(entry) = cursor {
             let key = entry.key().key();
@@ -277,7 +426,7 @@ impl Memtable {
 /// Returns false, with `resume_after` set, when the chunk is full.
 fn settle(
     out: &mut Chunk,
-    pending: Option<Entry<'_, VersionedKey, Slot>>,
+    pending: Option<MapEntry<'_, '_>>,
     last_decided: &mut Option<Vec<u8>>,
     limit: usize,
 ) -> bool {
@@ -314,7 +463,7 @@ mod tests {
     use super::*;
 
     fn put(m: &Memtable, k: &[u8], seq: u64, v: &[u8]) -> bool {
-        m.insert(k.to_vec(), seq, Some(v.to_vec().into_boxed_slice()))
+        m.insert(k.to_vec(), seq, Some(v.into()))
     }
 
     #[test]

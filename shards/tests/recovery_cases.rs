@@ -23,8 +23,10 @@ fn header(sequence: u64, first_lsn: u64) -> SegmentHeader {
 }
 
 fn record(lsn: u64, generation: u32) -> Vec<u8> {
-    let ops =
-        vec![WriteOp::Put { key: format!("k{lsn}").into_bytes(), value: vec![lsn as u8; 40] }];
+    let ops = vec![WriteOp::Put {
+        key: format!("k{lsn}").into_bytes(),
+        value: vec![lsn as u8; 40].into(),
+    }];
     let mut out = Vec::new();
     encode_write_record(&mut out, lsn, generation, &ops);
     out
@@ -253,7 +255,12 @@ fn padding_shorter_than_a_header_skips_one_more_sector() {
     let g = h.generation();
     let mut first = Vec::new();
     let value = vec![7u8; SECTOR - 4 - 24 - 4 - 9 - 2];
-    encode_write_record(&mut first, 1, g, &[WriteOp::Put { key: b"k1".to_vec(), value }]);
+    encode_write_record(
+        &mut first,
+        1,
+        g,
+        &[WriteOp::Put { key: b"k1".to_vec(), value: value.into() }],
+    );
     assert_eq!(first.len(), SECTOR - 4);
     let next = lightning_shards::wal::format::next_group_offset(R0 + first.len());
     assert_eq!(next, R0 + 2 * SECTOR);

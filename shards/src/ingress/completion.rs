@@ -10,7 +10,7 @@
 //! other, so a wake-up is never lost.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -120,10 +120,42 @@ fn same_cpu(policy: &WaitPolicy) -> bool {
     policy.shard_cpu.is_some() && policy.shard_cpu == crate::io::sys::current_cpu()
 }
 
+/// The shard side of a [`Completion`]: signals one part exactly once. Dropped without
+/// signalling (a request left in a stopped shard's queue, or a shard thread that panicked), it
+/// signals `Error::Closed`, so no caller ever waits forever.
+#[derive(Debug)]
+pub struct Responder(Option<Arc<Completion>>);
+
+impl Responder {
+    /// A responder for one part of `completion`.
+    pub fn new(completion: Arc<Completion>) -> Self {
+        Responder(Some(completion))
+    }
+
+    /// A responder nobody waits on.
+    pub fn detached() -> Self {
+        Responder(None)
+    }
+
+    /// Signals the part with `result`.
+    pub fn complete(mut self, result: Result<()>) {
+        if let Some(c) = self.0.take() {
+            c.complete(result);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.complete(Err(Error::Closed));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn waits_for_every_part_and_keeps_first_error() {
@@ -137,6 +169,14 @@ mod tests {
         let r = c.wait(&WaitPolicy::DEFAULT);
         assert!(matches!(r, Err(Error::Closed)));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn a_dropped_responder_signals_closed() {
+        let c = Arc::new(Completion::new(2));
+        Responder::new(c.clone()).complete(Ok(()));
+        drop(Responder::new(c.clone()));
+        assert!(matches!(c.wait(&WaitPolicy::DEFAULT), Err(Error::Closed)));
     }
 
     #[test]

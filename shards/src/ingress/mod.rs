@@ -7,10 +7,8 @@
 mod completion;
 mod queue;
 
-pub use completion::{Completion, WaitPolicy};
+pub use completion::{Completion, Responder, WaitPolicy};
 pub use queue::{ingress, Inbox, IngressSender};
-
-use std::sync::Arc;
 
 /// One write operation on one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,8 +17,8 @@ pub enum WriteOp {
     Put {
         /// The key.
         key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
+        /// The value, shared (not copied) between the batch, the WAL encoder and the memtable.
+        value: std::sync::Arc<[u8]>,
     },
     /// Remove `key`.
     Delete {
@@ -54,35 +52,23 @@ pub enum Request {
         /// The operation.
         op: WriteOp,
         /// Signalled once the write is acknowledged (or failed).
-        done: Arc<Completion>,
+        done: Responder,
     },
     /// Several writes applied atomically on this shard (one WAL record, one sequence number).
     Batch {
         /// The operations, applied in order (a later op on the same key wins).
         ops: Vec<WriteOp>,
         /// Signalled once the batch is acknowledged (or failed).
-        done: Arc<Completion>,
+        done: Responder,
     },
     /// Make every write acknowledged so far durable (fdatasync), then signal.
     Sync {
         /// Signalled once durable.
-        done: Arc<Completion>,
+        done: Responder,
     },
     /// Finish pending work, make everything durable, and stop the shard thread.
     Shutdown {
         /// Signalled once the shard has stopped.
-        done: Arc<Completion>,
+        done: Responder,
     },
-}
-
-impl Request {
-    /// The completion to signal for this request.
-    pub fn done(&self) -> &Arc<Completion> {
-        match self {
-            Request::Write { done, .. }
-            | Request::Batch { done, .. }
-            | Request::Sync { done }
-            | Request::Shutdown { done } => done,
-        }
-    }
 }

@@ -100,14 +100,14 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::Completion;
+    use crate::ingress::{Completion, Responder};
     use std::sync::Arc;
 
     #[test]
     fn parked_shard_gets_rung_once() {
         let (tx, inbox) = ingress(4).unwrap();
         assert!(inbox.announce_park());
-        tx.send(Request::Sync { done: Arc::new(Completion::new(1)) }).unwrap();
+        tx.send(Request::Sync { done: Responder::new(Arc::new(Completion::new(1))) }).unwrap();
         // The sender cleared the flag when it rang.
         assert!(!inbox.bell.parked.load(Ordering::SeqCst));
         assert!(inbox.try_pop().unwrap().is_some());
@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn park_is_refused_when_work_is_queued() {
         let (tx, inbox) = ingress(4).unwrap();
-        tx.send(Request::Sync { done: Arc::new(Completion::new(1)) }).unwrap();
+        tx.send(Request::Sync { done: Responder::new(Arc::new(Completion::new(1))) }).unwrap();
         assert!(!inbox.announce_park());
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::Error;
-use crate::ingress::{Completion, Inbox, Request, WriteOp};
+use crate::ingress::{Inbox, Request, Responder, WriteOp};
 use crate::memtable::Memtable;
 use crate::runtime::event_loop::{Reactor, Turn};
 use crate::runtime::ring::Ring;
@@ -40,11 +40,11 @@ pub struct Shard {
     memtable: Arc<Memtable>,
     wal: Wal,
     /// `Normal`: requests whose records are staged, acknowledged once published.
-    staged_acks: Vec<Arc<Completion>>,
+    staged_acks: Vec<Responder>,
     /// Completions recorded while reaping, handled in the next turn.
     completions: Vec<(u64, i32)>,
     gc_queue: VecDeque<(Vec<u8>, u64)>,
-    shutdown: Option<Arc<Completion>>,
+    shutdown: Option<Responder>,
     poisoned: Option<Error>,
 }
 
@@ -72,11 +72,11 @@ impl Shard {
     fn handle(&mut self, req: Request) {
         match req {
             Request::Write { op, done } => {
-                let placed = self.place(std::slice::from_ref(&op), &done);
+                let placed = self.place(std::slice::from_ref(&op));
                 self.finish_write(placed, std::iter::once(op), done);
             }
             Request::Batch { ops, done } => {
-                let placed = self.place(&ops, &done);
+                let placed = self.place(&ops);
                 self.finish_write(placed, ops, done);
             }
             Request::Sync { done } => self.sync(done),
@@ -85,13 +85,13 @@ impl Shard {
     }
 
     /// Puts the record in the WAL and returns its LSN.
-    fn place(&mut self, ops: &[WriteOp], done: &Arc<Completion>) -> Result<u64, WalError> {
+    fn place(&mut self, ops: &[WriteOp]) -> Result<u64, WalError> {
         if self.poisoned.is_some() {
             return Err(WalError::Rejected(Error::Poisoned { shard: self.config.shard_id }));
         }
         match &mut self.wal {
             Wal::Mapped(w) => w.stage(ops),
-            Wal::Direct(w) => w.append(ops, done.clone()),
+            Wal::Direct(w) => w.append(ops),
         }
     }
 
@@ -99,7 +99,7 @@ impl Shard {
         &mut self,
         placed: Result<u64, WalError>,
         ops: impl IntoIterator<Item = WriteOp>,
-        done: Arc<Completion>,
+        done: Responder,
     ) {
         let lsn = match placed {
             Ok(lsn) => lsn,
@@ -110,20 +110,20 @@ impl Shard {
             }
         };
         self.apply(lsn, ops);
-        match self.config.wal_sync_mode {
-            WalSyncMode::Sync => {} // acknowledged when its group is durable
-            WalSyncMode::Normal => self.staged_acks.push(done),
-            WalSyncMode::Async => {
+        match (&mut self.wal, self.config.wal_sync_mode) {
+            (Wal::Direct(w), _) => w.attach(done), // acknowledged when its group is durable
+            (Wal::Mapped(_), WalSyncMode::Async) => {
                 self.view.publish(lsn);
                 done.complete(Ok(()));
             }
+            (Wal::Mapped(_), _) => self.staged_acks.push(done),
         }
     }
 
     fn apply(&mut self, lsn: u64, ops: impl IntoIterator<Item = WriteOp>) {
         for op in ops {
             let (key, value) = match op {
-                WriteOp::Put { key, value } => (key, Some(value.into_boxed_slice())),
+                WriteOp::Put { key, value } => (key, Some(value)),
                 WriteOp::Delete { key } => (key, None),
             };
             let gc_key = (self.gc_queue.len() < GC_QUEUE_MAX).then(|| key.clone());
@@ -135,7 +135,7 @@ impl Shard {
         }
     }
 
-    fn sync(&mut self, done: Arc<Completion>) {
+    fn sync(&mut self, done: Responder) {
         if self.poisoned.is_some() {
             return done.complete(Err(Error::Poisoned { shard: self.config.shard_id }));
         }
@@ -245,8 +245,9 @@ impl Shard {
     }
 
     fn stop(&mut self, inbox: &Inbox) {
+        // Requests still queued are dropped: their responders signal `Error::Closed`.
         while let Ok(Some(req)) = inbox.try_pop() {
-            req.done().complete(Err(Error::Closed));
+            drop(req);
         }
         let result = match &self.poisoned {
             Some(_) => Err(Error::Poisoned { shard: self.config.shard_id }),
@@ -274,7 +275,7 @@ impl Reactor for Shard {
                     Ok(None) => break,
                     Err(_) => {
                         // Every sender is gone: the database handle was dropped without close.
-                        self.shutdown.get_or_insert_with(|| Arc::new(Completion::new(1)));
+                        self.shutdown.get_or_insert_with(Responder::detached);
                         break;
                     }
                 }

@@ -16,7 +16,7 @@ use crossbeam_channel::bounded;
 use self::core::{Shard, Wal};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
-use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, WaitPolicy};
+use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Responder, WaitPolicy};
 use crate::io::sys;
 use crate::memtable::{Memtable, SEQ_MIN};
 use crate::runtime::event_loop::{self, LoopConfig};
@@ -63,8 +63,19 @@ impl ShardHandle {
             .name(name)
             .spawn(move || match prepare(&config) {
                 Ok((mut ring, shard_view, report, shard)) => {
-                    let _ = ready_tx.send(Ok((shard_view, report)));
-                    run_shard(&mut ring, &inbox, shard, &config);
+                    let _ = ready_tx.send(Ok((shard_view.clone(), report)));
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_shard(&mut ring, &inbox, shard, &config);
+                    }));
+                    if ran.is_err() {
+                        // A bug, never an expected path. Unwinding dropped the shard, so every
+                        // request it held was answered `Closed`; refuse writes from now on.
+                        shard_view.poison();
+                        log::error!(
+                            "shard {} stopped after a panic; writes are refused",
+                            config.shard_id
+                        );
+                    }
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -104,7 +115,7 @@ impl ShardHandle {
         let mut guard = self.thread.lock().unwrap_or_else(|p| p.into_inner());
         let Some(thread) = guard.take() else { return Ok(()) };
         let done = Arc::new(Completion::new(1));
-        let sent = self.send(Request::Shutdown { done: done.clone() });
+        let sent = self.send(Request::Shutdown { done: Responder::new(done.clone()) });
         let result = match sent {
             Ok(()) => done.wait(&WaitPolicy { spin: Duration::ZERO, ..WaitPolicy::DEFAULT }),
             Err(e) => Err(e),
@@ -203,7 +214,7 @@ fn replay(config: &ShardConfig, memtable: &Memtable) -> Result<Replayed> {
         for op in ops {
             match op {
                 crate::ingress::WriteOp::Put { key, value } => {
-                    memtable.insert(key, lsn, Some(value.into_boxed_slice()));
+                    memtable.insert(key, lsn, Some(value));
                 }
                 crate::ingress::WriteOp::Delete { key } => {
                     memtable.insert(key, lsn, None);

@@ -14,7 +14,6 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use io_uring::{opcode, types};
 
@@ -23,7 +22,7 @@ use super::format;
 use super::reader::Tail;
 use super::{WalError, WalOptions, TOKEN_WAL_WRITE};
 use crate::error::Error;
-use crate::ingress::{Completion, WriteOp};
+use crate::ingress::{Responder, WriteOp};
 use crate::io::aligned::AlignedBuf;
 use crate::runtime::ring::Ring;
 
@@ -50,7 +49,7 @@ struct Group {
     segment: Rc<Segment>,
     offset: usize,
     last_lsn: u64,
-    waiters: Vec<Arc<Completion>>,
+    waiters: Vec<Responder>,
     submitted: bool,
 }
 
@@ -59,7 +58,7 @@ pub struct GroupDone {
     /// Highest LSN now durable.
     pub last_lsn: u64,
     /// Requests to acknowledge.
-    pub waiters: Vec<Arc<Completion>>,
+    pub waiters: Vec<Responder>,
 }
 
 /// WAL writer for `Sync`.
@@ -107,9 +106,9 @@ impl DirectWal {
         (0..REGISTERED_BUFFERS).map(|_| AlignedBuf::zeroed(GROUP_BUFFER_BYTES)).collect()
     }
 
-    /// Appends a record for `ops` to the open group; `done` is signalled when its group is
-    /// durable. Returns the record's LSN.
-    pub fn append(&mut self, ops: &[WriteOp], done: Arc<Completion>) -> Result<u64, WalError> {
+    /// Appends a record for `ops` to the open group and returns its LSN. Attach the request's
+    /// responder with [`DirectWal::attach`] to have it signalled when the group is durable.
+    pub fn append(&mut self, ops: &[WriteOp]) -> Result<u64, WalError> {
         let bytes = format::write_record_bytes(ops);
         if !self.tail_group_fits(bytes) {
             self.open_group(bytes)?;
@@ -123,9 +122,16 @@ impl DirectWal {
         group.buf.buf.as_mut_slice()[group.fill..group.fill + bytes].copy_from_slice(&self.scratch);
         group.fill += bytes;
         group.last_lsn = lsn;
-        group.waiters.push(done);
         self.next_lsn += 1;
         Ok(lsn)
+    }
+
+    /// Signals `done` when the group holding the last appended record is durable.
+    pub fn attach(&mut self, done: Responder) {
+        match self.groups.back_mut() {
+            Some(group) => group.waiters.push(done),
+            None => done.complete(Ok(())),
+        }
     }
 
     fn tail_group_fits(&self, bytes: usize) -> bool {
@@ -241,7 +247,7 @@ impl DirectWal {
                 std::io::Error::from_raw_os_error(-result)
             };
             let err = Error::io("durable WAL write (O_DSYNC)", &group.segment.path, source);
-            for done in &group.waiters {
+            for done in group.waiters {
                 done.complete(Err(err.duplicate()));
             }
             return Err(WalError::Poisoned(err));
@@ -255,11 +261,8 @@ impl DirectWal {
     }
 
     /// Signals `done` once every record appended so far is durable.
-    pub fn request_sync(&mut self, done: Arc<Completion>) {
-        match self.groups.back_mut() {
-            Some(group) => group.waiters.push(done),
-            None => done.complete(Ok(())),
-        }
+    pub fn request_sync(&mut self, done: Responder) {
+        self.attach(done);
     }
 
     /// True while group writes are queued or in flight.

@@ -155,7 +155,7 @@ pub fn encode_write_record(out: &mut Vec<u8>, lsn: u64, generation: u32, ops: &[
     out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
     for op in ops {
         let (tag, value) = match op {
-            WriteOp::Put { value, .. } => (OP_PUT, value.as_slice()),
+            WriteOp::Put { value, .. } => (OP_PUT, &value[..]),
             WriteOp::Delete { .. } => (OP_DELETE, &[][..]),
         };
         out.push(tag);
@@ -245,7 +245,7 @@ pub fn decode_write_payload(p: &[u8]) -> Result<Vec<WriteOp>, &'static str> {
         let value = p.get(at..at + value_len).ok_or("value past the payload")?;
         at += value_len;
         ops.push(match tag {
-            OP_PUT => WriteOp::Put { key, value: value.to_vec() },
+            OP_PUT => WriteOp::Put { key, value: value.into() },
             OP_DELETE if value_len == 0 => WriteOp::Delete { key },
             _ => return Err("unknown op tag"),
         });
@@ -262,7 +262,7 @@ mod tests {
 
     fn ops() -> Vec<WriteOp> {
         vec![
-            WriteOp::Put { key: b"k1".to_vec(), value: b"v1".to_vec() },
+            WriteOp::Put { key: b"k1".to_vec(), value: b"v1"[..].into() },
             WriteOp::Delete { key: b"k2".to_vec() },
         ]
     }

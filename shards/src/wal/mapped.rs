@@ -11,7 +11,6 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use io_uring::{opcode, types};
@@ -21,7 +20,7 @@ use super::format::{self, SegmentHeader, RECORD_HEADER_BYTES};
 use super::reader::Tail;
 use super::{WalError, WalOptions, TOKEN_WAL_SYNC};
 use crate::error::Error;
-use crate::ingress::{Completion, WriteOp};
+use crate::ingress::{Responder, WriteOp};
 use crate::io::mapped::MappedSegment;
 use crate::io::sys;
 use crate::runtime::ring::Ring;
@@ -58,7 +57,7 @@ pub struct MappedWal {
     durable_lsn: u64,
     sync: Option<InFlightSync>,
     last_sync: Instant,
-    sync_waiters: Vec<(u64, Arc<Completion>)>,
+    sync_waiters: Vec<(u64, Responder)>,
 }
 
 impl MappedWal {
@@ -211,18 +210,17 @@ impl MappedWal {
         debug_assert!(sync.lsn <= self.written_lsn);
         self.durable_lsn = self.durable_lsn.max(sync.lsn);
         let durable = self.durable_lsn;
-        self.sync_waiters.retain(|(lsn, done)| {
-            let ready = *lsn <= durable;
-            if ready {
-                done.complete(Ok(()));
-            }
-            !ready
-        });
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            self.sync_waiters.drain(..).partition(|(lsn, _)| *lsn <= durable);
+        self.sync_waiters = waiting;
+        for (_, done) in ready {
+            done.complete(Ok(()));
+        }
         Ok(())
     }
 
     /// Signals `done` once everything written so far is durable.
-    pub fn request_sync(&mut self, done: Arc<Completion>) {
+    pub fn request_sync(&mut self, done: Responder) {
         let target = self.publish_staged();
         if target <= self.durable_lsn {
             done.complete(Ok(()));
