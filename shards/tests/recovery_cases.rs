@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use lightning_shards::ingress::WriteOp;
-use lightning_shards::wal::format::{encode_write_record, SegmentHeader, SEGMENT_HEADER_BYTES};
+use lightning_shards::wal::format::{
+    encode_group_record, encode_write_record, SegmentHeader, GROUP_RECORD_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
 use lightning_shards::wal::reader::{replay, scan_segment, SegmentEnd, Tail};
 use lightning_shards::wal::recovery::{
     Decision, Following, RecordState, SegmentDecision, SegmentPosition, SegmentState, RECORD_TABLE,
@@ -64,6 +67,12 @@ fn record_fixture(state: RecordState, following: Following) -> Vec<u8> {
         _ => lsn,
     };
     let mut pieces = vec![(R0, first.clone())];
+    let group = |lsn: u64, durable_before: u64| {
+        let mut b = vec![0u8; GROUP_RECORD_BYTES];
+        encode_group_record(&mut b, lsn, g, durable_before);
+        b.extend_from_slice(&record(lsn, g));
+        b
+    };
     match following {
         Following::NothingValid => {}
         Following::ExpectedAtNextSector => pieces.push((NEXT, record(after(1), g))),
@@ -75,6 +84,15 @@ fn record_fixture(state: RecordState, following: Following) -> Vec<u8> {
                 _ => R0 + first.len().max(24) + 100,
             };
             pieces.push((at, record(2, g)));
+        }
+        Following::InFlightBeyond => {
+            // The next expected LSN never reached the disk, but a later group did, and its
+            // GROUP record says nothing past LSN 0 was durable when it was submitted.
+            let (at, lsn) = match state {
+                RecordState::Valid => (NEXT + SECTOR, 3),
+                _ => (NEXT, 6),
+            };
+            pieces.push((at, group(lsn, 0)));
         }
     }
     image(&h, &pieces)
@@ -91,7 +109,12 @@ fn check_record_case(state: RecordState, following: Following, decision: Decisio
         Decision::Apply => {
             let scan = result.unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!(applied.first(), Some(&1), "{case}: first record not applied");
-            assert_eq!(scan.end, SegmentEnd::Clean, "{case}");
+            let end = if following == Following::InFlightBeyond {
+                SegmentEnd::TornTail
+            } else {
+                SegmentEnd::Clean
+            };
+            assert_eq!(scan.end, end, "{case}");
         }
         Decision::SkipToNextSector => {
             result.unwrap_or_else(|e| panic!("{case}: {e}"));
@@ -270,4 +293,40 @@ fn padding_shorter_than_a_header_skips_one_more_sector() {
         scan_segment(&img, &h, 1, Path::new("seg"), &mut |lsn, _| applied.push(lsn)).unwrap();
     assert_eq!(applied, vec![1, 2]);
     assert_eq!(scan.end, SegmentEnd::Clean);
+}
+
+#[test]
+fn a_hole_before_a_group_that_saw_it_durable_is_corruption() {
+    // The later group says LSN 2 was already durable when it was submitted: LSN 2 missing now
+    // means acknowledged data was lost.
+    let h = header(1, 1);
+    let g = h.generation();
+    let r1 = record(1, g);
+    let mut later = vec![0u8; GROUP_RECORD_BYTES];
+    encode_group_record(&mut later, 3, g, 2);
+    later.extend_from_slice(&record(3, g));
+    let img = image(&h, &[(R0, r1), (NEXT + SECTOR, later)]);
+    match scan_segment(&img, &h, 1, Path::new("seg"), &mut |_, _| {}) {
+        Err(Error::Corruption { .. }) => {}
+        other => panic!("expected Corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn group_records_frame_groups_without_taking_lsns() {
+    let h = header(1, 1);
+    let g = h.generation();
+    let mut first = vec![0u8; GROUP_RECORD_BYTES];
+    encode_group_record(&mut first, 1, g, 0);
+    first.extend_from_slice(&record(1, g));
+    first.extend_from_slice(&record(2, g));
+    let mut second = vec![0u8; GROUP_RECORD_BYTES];
+    encode_group_record(&mut second, 3, g, 2);
+    second.extend_from_slice(&record(3, g));
+    let img = image(&h, &[(R0, first), (NEXT, second)]);
+    let mut applied = Vec::new();
+    let scan =
+        scan_segment(&img, &h, 1, Path::new("seg"), &mut |lsn, _| applied.push(lsn)).unwrap();
+    assert_eq!(applied, vec![1, 2, 3]);
+    assert_eq!((scan.end, scan.next_lsn), (SegmentEnd::Clean, 4));
 }

@@ -183,12 +183,14 @@ impl Shard {
         for (token, result) in completions {
             let outcome = match (token & TOKEN_KIND_MASK, &mut self.wal) {
                 (TOKEN_WAL_SYNC, Wal::Mapped(w)) => w.on_sync_complete(result),
-                (TOKEN_WAL_WRITE, Wal::Direct(w)) => w.on_write_complete(result).map(|done| {
-                    self.view.publish(done.last_lsn);
-                    for waiter in done.waiters {
-                        waiter.complete(Ok(()));
-                    }
-                }),
+                (TOKEN_WAL_WRITE, Wal::Direct(w)) => {
+                    w.on_write_complete(token, result).map(|done| {
+                        self.view.publish(done.last_lsn);
+                        for waiter in done.waiters {
+                            waiter.complete(Ok(()));
+                        }
+                    })
+                }
                 _ => Ok(()),
             };
             if let Err(e) = outcome {

@@ -168,6 +168,12 @@ fn prepare(config: &ShardConfig) -> Result<Prepared> {
     let mut ring = Ring::new()?;
     let memtable = Arc::new(Memtable::new());
     let replayed = replay(config, &memtable)?;
+    // Replayed records count as durable from here on (sync() and Sync-mode groups rely on
+    // it), but after a process crash they may sit only in the page cache: sync them now.
+    if let Some(path) = &replayed.last_segment {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open WAL segment", path, e))?;
+        sys::fdatasync(&file).map_err(|e| Error::io("fdatasync replayed WAL segment", path, e))?;
+    }
     let view = Arc::new(ShardView::new(config.shard_id, memtable.clone(), replayed.next_lsn - 1));
     if config.wal_sync_mode == WalSyncMode::Sync && config.direct_io {
         crate::wal::segment::probe_direct_io(&config.dir)?;

@@ -1,11 +1,17 @@
 //! The `Sync` WAL writer: group commit with durable writes.
 //!
 //! Records are appended to the open *group*: a sector-aligned buffer bound to a place in a
-//! segment. One group write is in flight at a time (`O_DIRECT | O_DSYNC`, so the write is
-//! durable when it completes); while it is in flight, new records fill the next group. When a
-//! write completes, every request of its group is acknowledged at once.
+//! segment. Up to [`MAX_WRITES_IN_FLIGHT`] group writes are in flight at once
+//! (`O_DIRECT | O_DSYNC`, so a write is durable when it completes); meanwhile new records fill
+//! the next group. Requests are acknowledged in LSN order: when the oldest in-flight group
+//! completes, it and every completed group behind it are acknowledged at once.
 //!
-//! Shard-local. Invariants: groups complete in LSN order; every group starts on a sector
+//! Every group starts with a GROUP record carrying the highest LSN that was durable when the
+//! group was submitted. If a crash leaves an earlier group unwritten and a later one written,
+//! replay sees that the later group was submitted before the hole was durable: nothing from the
+//! hole on was ever acknowledged, so the tail is cut instead of reported as corruption.
+//!
+//! Shard-local. Invariants: acknowledgements in LSN order; every group starts on a sector
 //! boundary past the previous group's padded end, so no acknowledged sector is rewritten; an
 //! SQE's buffer stays owned by its group until the completion is reaped.
 
@@ -20,7 +26,7 @@ use io_uring::{opcode, types};
 use super::chain::SegmentChain;
 use super::format;
 use super::reader::Tail;
-use super::{WalError, WalOptions, TOKEN_WAL_WRITE};
+use super::{WalError, WalOptions, TOKEN_KIND_MASK, TOKEN_WAL_WRITE};
 use crate::error::Error;
 use crate::ingress::{Responder, WriteOp};
 use crate::io::aligned::AlignedBuf;
@@ -30,6 +36,9 @@ use crate::runtime::ring::Ring;
 pub const GROUP_BUFFER_BYTES: usize = 256 * 1024;
 /// Pooled buffers registered with the ring (fixed buffers).
 pub const REGISTERED_BUFFERS: usize = 2;
+/// Group writes in flight at once per shard. Two lets a group be written while the previous
+/// one is still on its way to the device (ADR 0002: 4 writers, 2 shards).
+pub const MAX_WRITES_IN_FLIGHT: usize = 2;
 
 struct GroupBuf {
     buf: AlignedBuf,
@@ -44,6 +53,9 @@ struct Segment {
 }
 
 struct Group {
+    id: u64,
+    first_lsn: u64,
+    done: bool,
     buf: GroupBuf,
     fill: usize,
     segment: Rc<Segment>,
@@ -70,6 +82,8 @@ pub struct DirectWal {
     next_lsn: u64,
     durable_lsn: u64,
     groups: VecDeque<Group>,
+    next_group_id: u64,
+    in_flight: usize,
     free: Vec<GroupBuf>,
     scratch: Vec<u8>,
 }
@@ -96,6 +110,8 @@ impl DirectWal {
             next_lsn,
             durable_lsn: next_lsn - 1,
             groups: VecDeque::new(),
+            next_group_id: 0,
+            in_flight: 0,
             free,
             scratch: Vec::with_capacity(4096),
         }
@@ -148,7 +164,7 @@ impl DirectWal {
                 self.close_group(tail.offset, tail.fill, &tail.segment.clone());
             }
         }
-        let need = format::next_group_offset(bytes);
+        let need = format::next_group_offset(format::GROUP_RECORD_BYTES + bytes);
         let fits = self.active.as_ref().is_some_and(|a| self.next_offset + need <= a.len);
         if !fits {
             let opened = self.chain.open_next(self.next_lsn)?;
@@ -170,10 +186,14 @@ impl DirectWal {
                 max: (segment.len - format::SEGMENT_HEADER_BYTES) as u64,
             }));
         }
-        let buf = self.take_buffer(bytes)?;
+        let buf = self.take_buffer(format::GROUP_RECORD_BYTES + bytes)?;
+        self.next_group_id += 1;
         self.groups.push_back(Group {
+            id: self.next_group_id,
+            first_lsn: self.next_lsn,
+            done: false,
             buf,
-            fill: 0,
+            fill: format::GROUP_RECORD_BYTES, // the GROUP record is written at submission
             offset: self.next_offset,
             segment,
             last_lsn: 0,
@@ -205,40 +225,67 @@ impl DirectWal {
             })
     }
 
-    /// Submits the oldest group if no write is in flight.
+    /// Submits queued groups, oldest first, while fewer than [`MAX_WRITES_IN_FLIGHT`] are in
+    /// flight.
     pub fn submit(&mut self, ring: &mut Ring) -> Result<(), WalError> {
-        let Some(group) = self.groups.front_mut() else { return Ok(()) };
-        if group.submitted || group.fill == 0 {
-            return Ok(());
+        let durable_before = self.durable_lsn;
+        for i in 0..self.groups.len() {
+            if self.in_flight >= MAX_WRITES_IN_FLIGHT {
+                break;
+            }
+            let group = &mut self.groups[i];
+            if group.submitted {
+                continue;
+            }
+            if group.fill <= format::GROUP_RECORD_BYTES {
+                break; // an empty tail group: nothing to write yet
+            }
+            let len = format::next_group_offset(group.fill);
+            let bytes = group.buf.buf.as_mut_slice();
+            format::encode_group_record(
+                bytes,
+                group.first_lsn,
+                group.segment.generation,
+                durable_before,
+            );
+            // Zero the padding: a reused buffer holds an older group's bytes past `fill`.
+            bytes[group.fill..len].fill(0);
+            let fd = types::Fd(group.segment.file.as_raw_fd());
+            let ptr = group.buf.buf.as_ptr();
+            let sqe = match group.buf.fixed_index {
+                Some(index) => opcode::WriteFixed::new(fd, ptr, len as u32, index)
+                    .offset(group.offset as u64)
+                    .build(),
+                None => opcode::Write::new(fd, ptr, len as u32).offset(group.offset as u64).build(),
+            };
+            ring.push(&sqe.user_data(TOKEN_WAL_WRITE | (group.id & !TOKEN_KIND_MASK)))
+                .map_err(WalError::Poisoned)?;
+            group.submitted = true;
+            self.in_flight += 1;
+            let (offset, fill, segment) = (group.offset, group.fill, group.segment.clone());
+            self.close_group(offset, fill, &segment);
         }
-        let len = format::next_group_offset(group.fill);
-        // Zero the padding: a reused buffer holds an older group's bytes past `fill`.
-        group.buf.buf.as_mut_slice()[group.fill..len].fill(0);
-        let fd = types::Fd(group.segment.file.as_raw_fd());
-        let ptr = group.buf.buf.as_ptr();
-        let sqe = match group.buf.fixed_index {
-            Some(index) => opcode::WriteFixed::new(fd, ptr, len as u32, index)
-                .offset(group.offset as u64)
-                .build(),
-            None => opcode::Write::new(fd, ptr, len as u32).offset(group.offset as u64).build(),
-        };
-        ring.push(&sqe.user_data(TOKEN_WAL_WRITE)).map_err(WalError::Poisoned)?;
-        group.submitted = true;
-        let (offset, fill, segment) = (group.offset, group.fill, group.segment.clone());
-        self.close_group(offset, fill, &segment);
         Ok(())
     }
 
-    /// Handles the completion of the in-flight group write.
-    pub fn on_write_complete(&mut self, result: i32) -> Result<GroupDone, WalError> {
-        let Some(group) = self.groups.pop_front() else {
+    /// Handles the completion of the group write tagged `token`. Returns what became durable
+    /// in LSN order: the completed groups at the front of the queue.
+    pub fn on_write_complete(&mut self, token: u64, result: i32) -> Result<GroupDone, WalError> {
+        let id = token & !TOKEN_KIND_MASK;
+        let Some(index) = self
+            .groups
+            .iter()
+            .position(|g| g.submitted && !g.done && g.id & !TOKEN_KIND_MASK == id)
+        else {
             return Ok(GroupDone { last_lsn: self.durable_lsn, waiters: Vec::new() });
         };
+        self.in_flight = self.in_flight.saturating_sub(1);
         let opts = self.chain.opts();
         let injected = opts
             .faults
             .as_deref()
             .is_some_and(|f| f.take_fdatasync_failure(opts.shard_id as usize));
+        let group = &mut self.groups[index];
         let expected = format::next_group_offset(group.fill);
         if result < 0 || injected || result as usize != expected {
             let source = if injected || result >= 0 {
@@ -247,17 +294,31 @@ impl DirectWal {
                 std::io::Error::from_raw_os_error(-result)
             };
             let err = Error::io("durable WAL write (O_DSYNC)", &group.segment.path, source);
-            for done in group.waiters {
+            for done in group.waiters.drain(..) {
                 done.complete(Err(err.duplicate()));
+            }
+            if let Some(g) = self.groups.remove(index) {
+                self.recycle(g.buf);
             }
             return Err(WalError::Poisoned(err));
         }
-        debug_assert!(group.last_lsn > self.durable_lsn);
-        self.durable_lsn = group.last_lsn;
-        if group.buf.buf.len() == GROUP_BUFFER_BYTES {
-            self.free.push(group.buf);
+        group.done = true;
+        let mut out = GroupDone { last_lsn: self.durable_lsn, waiters: Vec::new() };
+        while self.groups.front().is_some_and(|g| g.done) {
+            let Some(g) = self.groups.pop_front() else { break };
+            debug_assert!(g.last_lsn > self.durable_lsn);
+            self.durable_lsn = g.last_lsn;
+            out.last_lsn = g.last_lsn;
+            out.waiters.extend(g.waiters);
+            self.recycle(g.buf);
         }
-        Ok(GroupDone { last_lsn: group.last_lsn, waiters: group.waiters })
+        Ok(out)
+    }
+
+    fn recycle(&mut self, buf: GroupBuf) {
+        if buf.buf.len() == GROUP_BUFFER_BYTES {
+            self.free.push(buf);
+        }
     }
 
     /// Signals `done` once every record appended so far is durable.
@@ -279,7 +340,7 @@ impl DirectWal {
                 done.complete(Err(err.duplicate()));
             }
         }
-        self.groups.retain(|g| g.submitted);
+        self.groups.retain(|g| g.submitted && !g.done);
     }
 
     /// Highest LSN known durable.

@@ -6,8 +6,11 @@
 
 use crate::ingress::WriteOp;
 
-/// Version of the WAL format. 1: first format (segment header v1, record header v1, WRITE).
-pub const WAL_FORMAT_VERSION: u32 = 1;
+/// Version of the WAL format.
+/// 1: first format (segment header v1, record header v1, WRITE).
+/// 2: `Sync` groups start with a GROUP record carrying the LSN that was durable when the group
+///    was submitted, so replay can tell an unacknowledged hole (two writes in flight) from damage.
+pub const WAL_FORMAT_VERSION: u32 = 2;
 
 /// Magic at byte 0 of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LDB-WAL\0";
@@ -39,6 +42,11 @@ pub fn next_group_offset(end: usize) -> usize {
 
 /// Record kinds.
 pub const KIND_WRITE: u8 = 1;
+/// A group header: it carries the LSN of the group's first WRITE record (it takes no LSN of
+/// its own) and, as payload, the highest LSN durable when the group was submitted.
+pub const KIND_GROUP: u8 = 2;
+/// Bytes of a GROUP record.
+pub const GROUP_RECORD_BYTES: usize = RECORD_HEADER_BYTES + 8;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
@@ -169,6 +177,25 @@ pub fn encode_write_record(out: &mut Vec<u8>, lsn: u64, generation: u32, ops: &[
     debug_assert_eq!(out.len() - start, RECORD_HEADER_BYTES + payload_len);
 }
 
+/// Writes a GROUP record into `out[..GROUP_RECORD_BYTES]`: the group whose first WRITE record
+/// has `lsn`, submitted when every LSN up to `durable_before` was durable.
+pub fn encode_group_record(out: &mut [u8], lsn: u64, generation: u32, durable_before: u64) {
+    let b = &mut out[..GROUP_RECORD_BYTES];
+    b[4..8].copy_from_slice(&8u32.to_le_bytes());
+    b[8..16].copy_from_slice(&lsn.to_le_bytes());
+    b[16..20].copy_from_slice(&generation.to_le_bytes());
+    b[20..24].copy_from_slice(&[KIND_GROUP, 0, 0, 0]);
+    b[24..32].copy_from_slice(&durable_before.to_le_bytes());
+    let crc = crc32c::crc32c(&b[4..]);
+    b[0..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The `durable_before` LSN of a GROUP record's payload.
+pub fn group_durable_before(payload: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+    (payload.len() == 8).then(|| u64::from_le_bytes(bytes))
+}
+
 /// A record header whose checksum matched, with its payload.
 #[derive(Debug)]
 pub struct RecordView<'a> {
@@ -279,6 +306,15 @@ mod tests {
         assert_eq!((r.lsn, r.generation, r.kind), (7, 3, KIND_WRITE));
         assert_eq!(decode_write_payload(r.payload).unwrap(), ops());
         assert!(matches!(parse_record(&seg, 64 + rec.len()), Parsed::Zero));
+    }
+
+    #[test]
+    fn group_record_round_trip() {
+        let mut b = vec![0u8; 64];
+        encode_group_record(&mut b, 9, 4, 7);
+        let Parsed::Record(r) = parse_record(&b, 0) else { panic!("no record") };
+        assert_eq!((r.lsn, r.generation, r.kind, r.size()), (9, 4, KIND_GROUP, GROUP_RECORD_BYTES));
+        assert_eq!(group_durable_before(r.payload), Some(7));
     }
 
     #[test]

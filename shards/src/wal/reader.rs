@@ -65,6 +65,9 @@ pub struct Replayed {
     pub records: u64,
     /// Where appends continue.
     pub tail: Tail,
+    /// The newest segment replayed, if any (start-up fdatasyncs it: what was replayed may sit
+    /// only in the page cache after a process crash).
+    pub last_segment: Option<PathBuf>,
 }
 
 /// Replays every segment of shard `shard_id` in `dir`, starting at `first_lsn`, calling
@@ -79,6 +82,7 @@ pub fn replay(
     let mut next_lsn = first_lsn;
     let mut records = 0;
     let mut tail = Tail::Empty;
+    let mut last_segment = None;
     for (i, (sequence, path)) in segments.iter().enumerate() {
         let position =
             if i + 1 == segments.len() { SegmentPosition::Last } else { SegmentPosition::Earlier };
@@ -100,10 +104,11 @@ pub fn replay(
                 records += scan.next_lsn - next_lsn;
                 next_lsn = scan.next_lsn;
                 tail = tail_after(path, header, &scan, image.len());
+                last_segment = Some(path.clone());
             }
         }
     }
-    Ok(Replayed { next_lsn, records, tail })
+    Ok(Replayed { next_lsn, records, tail, last_segment })
 }
 
 fn segment_state(header: Option<&SegmentHeader>, shard_id: u32, expected: u64) -> SegmentState {
@@ -162,11 +167,14 @@ pub fn scan_segment(
         match decision {
             Decision::Apply => {
                 let Parsed::Record(rec) = parsed else { return Err(lost_record(path, at)) };
-                let ops = format::decode_write_payload(rec.payload).map_err(|what| {
-                    Error::corruption(path, at as u64, format!("record {}: {what}", rec.lsn))
-                })?;
-                apply(rec.lsn, ops);
-                expected += 1;
+                if rec.kind == format::KIND_WRITE {
+                    let ops = format::decode_write_payload(rec.payload).map_err(|what| {
+                        Error::corruption(path, at as u64, format!("record {}: {what}", rec.lsn))
+                    })?;
+                    apply(rec.lsn, ops);
+                    expected += 1;
+                }
+                // A GROUP record frames the group; it takes no LSN of its own.
                 at += rec.size();
                 valid_end = at;
             }
@@ -203,15 +211,18 @@ fn record_corruption(path: &Path, at: usize, state: RecordState, expected: u64) 
 
 fn classify(parsed: &Parsed<'_>, expected: u64, generation: u32) -> RecordState {
     match parsed {
-        Parsed::Record(r)
-            if r.lsn == expected && r.generation == generation && r.kind == format::KIND_WRITE =>
-        {
+        Parsed::Record(r) if r.lsn == expected && r.generation == generation && known_kind(r) => {
             RecordState::Valid
         }
         Parsed::Record(_) => RecordState::Unexpected,
         Parsed::Zero => RecordState::Zero,
         Parsed::Garbage => RecordState::Garbage,
     }
+}
+
+fn known_kind(r: &format::RecordView<'_>) -> bool {
+    r.kind == format::KIND_WRITE
+        || (r.kind == format::KIND_GROUP && format::group_durable_before(r.payload).is_some())
 }
 
 /// What the segment holds after position `at`.
@@ -221,6 +232,13 @@ fn following(image: &[u8], at: usize, expected: u64, generation: u32) -> Followi
         if r.lsn == expected && r.generation == generation {
             return Following::ExpectedAtNextSector;
         }
+    }
+    if let Some(durable_before) = next_group_header(image, at, expected, generation) {
+        return if durable_before < expected {
+            Following::InFlightBeyond
+        } else {
+            Following::ValidFurtherOn
+        };
     }
     let mut p = at + 1;
     while let Some(q) = next_nonzero(image, p) {
@@ -232,6 +250,23 @@ fn following(image: &[u8], at: usize, expected: u64, generation: u32) -> Followi
         p = q + 1;
     }
     Following::NothingValid
+}
+
+/// The `durable_before` of the first GROUP record of this segment at a sector boundary after
+/// `at` whose group starts past `expected` (groups always start on sector boundaries).
+fn next_group_header(image: &[u8], at: usize, expected: u64, generation: u32) -> Option<u64> {
+    let mut b = (at / SECTOR_BYTES + 1) * SECTOR_BYTES;
+    while b < image.len() {
+        if let Parsed::Record(r) = format::parse_record(image, b) {
+            if r.kind == format::KIND_GROUP && r.generation == generation && r.lsn > expected {
+                if let Some(d) = format::group_durable_before(r.payload) {
+                    return Some(d);
+                }
+            }
+        }
+        b += SECTOR_BYTES;
+    }
+    None
 }
 
 /// Where the group after zero padding at `at` starts: the writers' `next_group_offset`, or the

@@ -28,6 +28,10 @@ pub enum Following {
     /// A valid record with an LSN at or above the expected one lies further on (not at the
     /// next sector boundary, or with a gap in LSNs).
     ValidFurtherOn,
+    /// The next group further on starts with a GROUP record saying it was submitted before the
+    /// expected LSN was durable: the missing records were in flight, never acknowledged
+    /// (acknowledgements are in LSN order), and so is everything after them.
+    InFlightBeyond,
 }
 
 /// What replay does.
@@ -54,18 +58,26 @@ pub const RECORD_TABLE: &[(RecordState, Following, Decision)] = {
         (Valid, NothingValid, Apply),
         (Valid, ExpectedAtNextSector, Apply),
         (Valid, ValidFurtherOn, Apply),
+        (Valid, InFlightBeyond, Apply),
         // A checksummed record that does not continue the chain: a gap or a reordering.
         (Unexpected, NothingValid, Corruption),
         (Unexpected, ExpectedAtNextSector, Corruption),
         (Unexpected, ValidFurtherOn, Corruption),
+        // Writers place groups back to back: a later group where the expected record should
+        // start is never a hole.
+        (Unexpected, InFlightBeyond, Corruption),
         (Zero, NothingValid, CleanEnd),
         (Zero, ExpectedAtNextSector, SkipToNextSector),
         // Zeros, then records beyond the next sector or past an LSN gap: lost writes.
         (Zero, ValidFurtherOn, Corruption),
+        // A group still in flight at the crash, with a later one written: nothing from here
+        // on was acknowledged.
+        (Zero, InFlightBeyond, TruncateTornTail),
         (Garbage, NothingValid, TruncateTornTail),
         // Damage followed by valid records is never skipped.
         (Garbage, ExpectedAtNextSector, Corruption),
         (Garbage, ValidFurtherOn, Corruption),
+        (Garbage, InFlightBeyond, TruncateTornTail),
     ]
 };
 
@@ -148,8 +160,12 @@ mod tests {
 
     const STATES: [RecordState; 4] =
         [RecordState::Valid, RecordState::Unexpected, RecordState::Zero, RecordState::Garbage];
-    const FOLLOWING: [Following; 3] =
-        [Following::NothingValid, Following::ExpectedAtNextSector, Following::ValidFurtherOn];
+    const FOLLOWING: [Following; 4] = [
+        Following::NothingValid,
+        Following::ExpectedAtNextSector,
+        Following::ValidFurtherOn,
+        Following::InFlightBeyond,
+    ];
     const SEGMENT_STATES: [SegmentState; 5] = [
         SegmentState::Continues,
         SegmentState::Gap,
