@@ -50,4 +50,4 @@ pub use db::{Database, MemoryUsage};
 #[doc(hidden)]
 pub use lightning_shards::faults::FaultPlan;
 pub use lightning_shards::{Error, Result, StartReport, WalSyncMode};
-pub use scan::DbIterator;
+pub use scan::{DbIterator, CHUNK_MAX};

@@ -81,6 +81,12 @@ impl DbIterator {
         DbIterator { streams, lower, upper, front_last: None, back_last: None }
     }
 
+    /// Entries fetched from the shards and not yet returned: never more than
+    /// `2 × shards × CHUNK_MAX`, however long the range.
+    pub fn buffered(&self) -> usize {
+        self.streams.iter().map(|s| s.front.buf.len() + s.back.buf.len()).sum()
+    }
+
     fn refill(&mut self, i: usize, direction: Direction) {
         let lower = self.lower.as_ref().map(Vec::as_slice);
         let upper = self.upper.as_ref().map(Vec::as_slice);

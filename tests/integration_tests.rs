@@ -179,18 +179,30 @@ fn a_scan_reads_one_snapshot() {
 #[test]
 fn long_scan_streams_in_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let db = filled(dir.path(), 50_000);
+    let db = filled(dir.path(), 100_000);
+    let bound = 2 * db.shard_count() * lightning_db::CHUNK_MAX;
     let mut prev: Option<Vec<u8>> = None;
     let mut n = 0;
-    for item in db.scan(None, None).unwrap() {
+    let mut most = 0;
+    let mut it = db.scan(None, None).unwrap();
+    while let Some(item) = it.next() {
         let (k, _) = item.unwrap();
         if let Some(p) = &prev {
             assert!(p < &k);
         }
         prev = Some(k);
         n += 1;
+        most = most.max(it.buffered());
     }
-    assert_eq!(n, 50_000);
+    assert_eq!(n, 100_000);
+    assert!(most <= bound, "held {most} entries at once, bound {bound}");
+    // Walking from both ends still holds only chunks.
+    let mut it = db.scan(None, None).unwrap();
+    for _ in 0..5_000 {
+        it.next().unwrap().unwrap();
+        it.next_back().unwrap().unwrap();
+        assert!(it.buffered() <= bound);
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! either the caller sees `parked`, or the shard sees the request).
 
 use std::io;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -31,13 +31,18 @@ pub struct Inbox {
 pub struct Doorbell {
     parked: AtomicBool,
     eventfd: EventFd,
+    /// Times a caller wrote the eventfd (each is one system call).
+    rings: AtomicU64,
 }
 
 /// Creates a shard's ingress with room for `depth` queued requests.
 pub fn ingress(depth: usize) -> io::Result<(IngressSender, Inbox)> {
     let (tx, rx) = crossbeam_channel::bounded(depth.max(1));
-    let bell =
-        std::sync::Arc::new(Doorbell { parked: AtomicBool::new(false), eventfd: EventFd::new()? });
+    let bell = std::sync::Arc::new(Doorbell {
+        parked: AtomicBool::new(false),
+        eventfd: EventFd::new()?,
+        rings: AtomicU64::new(0),
+    });
     Ok((IngressSender { tx, bell: bell.clone() }, Inbox { rx, bell }))
 }
 
@@ -48,9 +53,15 @@ impl IngressSender {
         fence(Ordering::SeqCst);
         if self.bell.parked.load(Ordering::SeqCst) && self.bell.parked.swap(false, Ordering::SeqCst)
         {
+            self.bell.rings.fetch_add(1, Ordering::Relaxed);
             self.bell.eventfd.ring();
         }
         Ok(())
+    }
+
+    /// How many times callers rang this shard's doorbell (one `write(2)` each) so far.
+    pub fn doorbell_rings(&self) -> u64 {
+        self.bell.rings.load(Ordering::Relaxed)
     }
 
     /// Requests waiting in the queue right now.

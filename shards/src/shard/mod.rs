@@ -100,6 +100,11 @@ impl ShardHandle {
         self.sender.send(req)
     }
 
+    /// How many times callers woke this shard with its eventfd doorbell.
+    pub fn doorbell_rings(&self) -> u64 {
+        self.sender.doorbell_rings()
+    }
+
     /// Requests queued right now.
     pub fn queued(&self) -> usize {
         self.sender.queued()

@@ -1,0 +1,64 @@
+//! One shard alone: a busy shard is reached with no system call per request (the doorbell
+//! rings only when the shard had parked), and a parked one is woken by exactly one ring.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lightning_shards::ingress::{Completion, Request, Responder, WriteOp};
+use lightning_shards::{Limits, ShardConfig, ShardHandle, WalSyncMode};
+
+fn shard(dir: &std::path::Path) -> ShardHandle {
+    ShardHandle::start(ShardConfig {
+        shard_id: 0,
+        dir: dir.join("shard-000"),
+        cpu: None,
+        wal_sync_mode: WalSyncMode::Normal,
+        sync_interval_ms: 1000,
+        flush_interval_ms: 1000,
+        wal_segment_bytes: 1 << 20,
+        direct_io: true,
+        register_buffers: false,
+        ingress_queue_depth: 1024,
+        ingress_batch_max: 256,
+        spin_before_park_us: 20_000,
+        limits: Limits { max_key_bytes: 64, max_value_bytes: 1024, max_batch_bytes: 1 << 16 },
+        faults: None,
+    })
+    .unwrap()
+}
+
+fn put(s: &ShardHandle, i: u32) {
+    let done = Arc::new(Completion::new(1));
+    let op = WriteOp::Put { key: i.to_be_bytes().to_vec(), value: vec![1u8; 16].into() };
+    s.send(Request::Write { op, done: Responder::new(done.clone()) }).unwrap();
+    done.wait(&s.wait_policy()).unwrap();
+}
+
+#[test]
+fn a_busy_shard_costs_no_system_call_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shard(dir.path());
+    put(&s, 0); // may wake the shard once
+    let before = s.doorbell_rings();
+    for i in 1..2000 {
+        put(&s, i);
+    }
+    // The shard polls for 20 ms after each request, so it never parks during the burst.
+    let rung = s.doorbell_rings() - before;
+    assert!(rung <= 2, "{rung} doorbell rings for 1999 back-to-back requests");
+    assert_eq!(s.view().get(&1999u32.to_be_bytes()), Some(vec![1u8; 16]));
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_parked_shard_is_woken_by_one_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shard(dir.path());
+    put(&s, 0);
+    std::thread::sleep(Duration::from_millis(100)); // well past the 20 ms spin: parked
+    let before = s.doorbell_rings();
+    put(&s, 1);
+    assert_eq!(s.doorbell_rings() - before, 1);
+    s.shutdown().unwrap();
+}
