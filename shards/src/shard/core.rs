@@ -182,7 +182,7 @@ impl Shard {
         let completions = std::mem::take(&mut self.completions);
         for (token, result) in completions {
             let outcome = match (token & TOKEN_KIND_MASK, &mut self.wal) {
-                (TOKEN_WAL_SYNC, Wal::Mapped(w)) => w.on_sync_complete(result),
+                (TOKEN_WAL_SYNC, Wal::Mapped(w)) => w.on_sync_complete(token, result),
                 (TOKEN_WAL_WRITE, Wal::Direct(w)) => {
                     w.on_write_complete(token, result).map(|done| {
                         self.view.publish(done.last_lsn);

@@ -7,6 +7,7 @@
 //! record is staged only after it is known to fit in the active segment, so publishing a stage
 //! cannot fail.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
@@ -18,11 +19,10 @@ use io_uring::{opcode, types};
 use super::chain::SegmentChain;
 use super::format::{self, SegmentHeader, RECORD_HEADER_BYTES};
 use super::reader::Tail;
-use super::{WalError, WalOptions, TOKEN_WAL_SYNC};
+use super::{WalError, WalOptions, TOKEN_KIND_MASK, TOKEN_WAL_SYNC};
 use crate::error::Error;
 use crate::ingress::{Responder, WriteOp};
 use crate::io::mapped::MappedSegment;
-use crate::io::sys;
 use crate::runtime::ring::Ring;
 
 /// Bytes prefaulted ahead of the append offset at a time.
@@ -37,11 +37,16 @@ struct Active {
     populated_to: usize,
 }
 
-struct InFlightSync {
+/// An fdatasync covering every record up to `lsn` in its segment. Syncs complete in any
+/// order; `durable_lsn` advances over the completed prefix only.
+struct PendingSync {
+    id: u64,
     lsn: u64,
     path: PathBuf,
     // Keeps the descriptor open until the fdatasync completes, even across a rollover.
-    _file: Rc<File>,
+    file: Rc<File>,
+    submitted: bool,
+    done: bool,
 }
 
 /// WAL writer for `Normal` and `Async`.
@@ -55,7 +60,10 @@ pub struct MappedWal {
     staged_lsn: u64,
     written_lsn: u64,
     durable_lsn: u64,
-    sync: Option<InFlightSync>,
+    /// Syncs queued or in flight, in LSN order: at most one for the active segment, plus one
+    /// per segment retired by a rollover.
+    syncs: VecDeque<PendingSync>,
+    next_sync_id: u64,
     last_sync: Instant,
     sync_waiters: Vec<(u64, Responder)>,
 }
@@ -73,7 +81,8 @@ impl MappedWal {
             staged_lsn: last,
             written_lsn: last,
             durable_lsn: last,
-            sync: None,
+            syncs: VecDeque::new(),
+            next_sync_id: 0,
             last_sync: Instant::now(),
             sync_waiters: Vec::new(),
         }
@@ -132,11 +141,12 @@ impl MappedWal {
     fn roll_over(&mut self) -> Result<(), WalError> {
         self.publish_staged();
         if let Some(old) = self.active.take() {
-            // The periodic sync covers only the active segment: make the old one durable now.
-            sys::fdatasync(&old.file).map_err(|e| {
-                WalError::Poisoned(Error::io("fdatasync WAL segment at rollover", &old.path, e))
-            })?;
-            self.durable_lsn = self.written_lsn;
+            // The periodic sync covers only the active segment: queue one for the retired
+            // segment (submitted by the next `maybe_start_sync`, through the ring, so the loop
+            // does not stall on a segment's worth of dirty pages).
+            if self.written_lsn > self.pending_lsn() {
+                self.queue_sync(self.written_lsn, old.path, old.file);
+            }
         }
         let opened = self.chain.open_next(self.next_lsn)?;
         let len = usize::try_from(opened.header.segment_bytes).unwrap_or(usize::MAX);
@@ -154,8 +164,26 @@ impl MappedWal {
         Ok(())
     }
 
-    /// Starts an fdatasync if written records are not yet durable and either `force` is set or
-    /// the sync interval has passed. At most one sync is in flight.
+    fn queue_sync(&mut self, lsn: u64, path: PathBuf, file: Rc<File>) {
+        self.next_sync_id += 1;
+        self.syncs.push_back(PendingSync {
+            id: self.next_sync_id,
+            lsn,
+            path,
+            file,
+            submitted: false,
+            done: false,
+        });
+    }
+
+    /// The highest LSN a queued or in-flight sync will cover.
+    fn pending_lsn(&self) -> u64 {
+        self.syncs.back().map_or(self.durable_lsn, |s| s.lsn)
+    }
+
+    /// Submits queued syncs of retired segments, and starts an fdatasync of the active segment
+    /// if written records are not yet covered and either `force` is set or the sync interval
+    /// has passed. At most one sync of the active segment is in flight.
     pub fn maybe_start_sync(
         &mut self,
         ring: &mut Ring,
@@ -163,38 +191,45 @@ impl MappedWal {
         force: bool,
     ) -> Result<(), WalError> {
         self.publish_staged();
-        if self.sync.is_some() || self.written_lsn == self.durable_lsn {
-            return Ok(());
+        let active_busy = self
+            .active
+            .as_ref()
+            .is_some_and(|a| self.syncs.iter().any(|s| Rc::ptr_eq(&s.file, &a.file)));
+        let due = force || now.duration_since(self.last_sync) >= self.chain.opts().sync_interval;
+        if !active_busy && due && self.written_lsn > self.pending_lsn() {
+            if let Some(active) = self.active.as_mut() {
+                // Records after this sync start on a fresh sector: synced ones are never rewritten.
+                active.offset = format::next_group_offset(active.offset).min(active.map.len());
+                let (path, file) = (active.path.clone(), active.file.clone());
+                self.queue_sync(self.written_lsn, path, file);
+                self.last_sync = now;
+            }
         }
-        if !force && now.duration_since(self.last_sync) < self.chain.opts().sync_interval {
-            return Ok(());
+        for sync in self.syncs.iter_mut().filter(|s| !s.submitted) {
+            let sqe = opcode::Fsync::new(types::Fd(sync.file.as_raw_fd()))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(TOKEN_WAL_SYNC | (sync.id & !TOKEN_KIND_MASK));
+            ring.push(&sqe).map_err(WalError::Poisoned)?;
+            sync.submitted = true;
         }
-        let Some(active) = self.active.as_mut() else { return Ok(()) };
-        // Records after this sync start on a fresh sector: the synced ones are never rewritten.
-        active.offset = format::next_group_offset(active.offset).min(active.map.len());
-        let sqe = opcode::Fsync::new(types::Fd(active.file.as_raw_fd()))
-            .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(TOKEN_WAL_SYNC);
-        ring.push(&sqe).map_err(WalError::Poisoned)?;
-        self.sync = Some(InFlightSync {
-            lsn: self.written_lsn,
-            path: active.path.clone(),
-            _file: active.file.clone(),
-        });
-        self.last_sync = now;
         Ok(())
     }
 
     /// When the next timed sync is due, if any records are waiting for one.
     pub fn next_sync_deadline(&self) -> Option<Instant> {
-        (self.sync.is_none() && self.written_lsn > self.durable_lsn)
+        (self.written_lsn > self.pending_lsn())
             .then(|| self.last_sync + self.chain.opts().sync_interval)
     }
 
-    /// Handles the completion of the in-flight fdatasync.
-    pub fn on_sync_complete(&mut self, result: i32) -> Result<(), WalError> {
-        let Some(sync) = self.sync.take() else { return Ok(()) };
+    /// Handles the completion of the fdatasync tagged `token`.
+    pub fn on_sync_complete(&mut self, token: u64, result: i32) -> Result<(), WalError> {
+        let id = token & !TOKEN_KIND_MASK;
+        let Some(sync) =
+            self.syncs.iter_mut().find(|s| s.submitted && !s.done && s.id & !TOKEN_KIND_MASK == id)
+        else {
+            return Ok(());
+        };
         let faults = self.chain.opts().faults.as_deref();
         let injected =
             faults.is_some_and(|f| f.take_fdatasync_failure(self.chain.opts().shard_id as usize));
@@ -207,8 +242,13 @@ impl MappedWal {
             );
             return Err(WalError::Poisoned(err));
         }
-        debug_assert!(sync.lsn <= self.written_lsn);
-        self.durable_lsn = self.durable_lsn.max(sync.lsn);
+        sync.done = true;
+        while self.syncs.front().is_some_and(|s| s.done) {
+            if let Some(s) = self.syncs.pop_front() {
+                debug_assert!(s.lsn <= self.written_lsn);
+                self.durable_lsn = self.durable_lsn.max(s.lsn);
+            }
+        }
         let durable = self.durable_lsn;
         let (ready, waiting): (Vec<_>, Vec<_>) =
             self.sync_waiters.drain(..).partition(|(lsn, _)| *lsn <= durable);
@@ -236,7 +276,7 @@ impl MappedWal {
 
     /// True while an fdatasync is in flight.
     pub fn sync_in_flight(&self) -> bool {
-        self.sync.is_some()
+        !self.syncs.is_empty()
     }
 
     /// Fails every waiter (after the shard was poisoned).
