@@ -15,29 +15,16 @@
 //! `benches/runtime-adr` (ADR 0001).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{header, hist, report};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use lightning_db::{Database, LightningDbConfig, WalSyncMode};
 use lightning_shards::ingress::{Completion, Request, Responder};
 use lightning_shards::{Limits, ShardConfig, ShardHandle};
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()
-}
-
-fn report(name: &str, h: &Histogram<u64>) {
-    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "{name:<44} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>11.0}",
-        h.mean() / 1000.0,
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        1e9 / h.mean().max(1.0)
-    );
-}
 
 fn shard(dir: &std::path::Path, cpu: Option<usize>) -> ShardHandle {
     ShardHandle::start(ShardConfig {
@@ -80,10 +67,7 @@ fn main() {
         cpus.len(),
         s.report().pinned_cpu
     );
-    println!(
-        "{:<44} {:>8} {:>8} {:>8} {:>9} {:>11}",
-        "case", "mean us", "p50 us", "p99 us", "p99.9 us", "ops/s"
-    );
+    header("Ingress round trips through a real shard (no WAL work)");
 
     let mut h = hist();
     for _ in 0..n {
@@ -109,7 +93,7 @@ fn main() {
         done.wait(&s.wait_policy()).unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("{:<44} {:>48.0} msgs/s", "pipelined, bursts of 256", (rounds * burst) as f64 / secs);
+    println!("{:<48} {:>49.0} msgs/s", "pipelined, bursts of 256", (rounds * burst) as f64 / secs);
     s.shutdown().unwrap();
 
     let db = Database::open(

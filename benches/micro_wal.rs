@@ -15,6 +15,10 @@
 //! (group commit). Figures are hdrhistogram percentiles; compare them only within one run.
 #![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code, missing_docs)]
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{header, hist, report};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
@@ -22,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hdrhistogram::Histogram;
 use io_uring::{opcode, squeue, types, IoUring};
 use lightning_db::{Database, LightningDbConfig, WalSyncMode};
 
@@ -30,26 +33,6 @@ const SEGMENT: usize = 64 << 20;
 
 #[repr(align(4096))]
 struct Sector([u8; 4096]);
-
-fn report(name: &str, h: &Histogram<u64>) {
-    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "{name:<48} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>11.0}",
-        h.mean() / 1000.0,
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        1e9 / h.mean().max(1.0)
-    );
-}
-
-fn header(title: &str) {
-    println!("\n{title}");
-    println!(
-        "{:<48} {:>9} {:>9} {:>9} {:>9} {:>11}",
-        "case", "mean us", "p50 us", "p99 us", "p99.9 us", "ops/s"
-    );
-}
 
 /// A preallocated, zero-written segment file opened with `flags`.
 fn segment(dir: &Path, name: &str, flags: i32) -> File {
@@ -64,10 +47,6 @@ fn segment(dir: &Path, name: &str, flags: i32) -> File {
         f.sync_all().unwrap();
     }
     OpenOptions::new().read(true).write(true).custom_flags(flags).open(&path).unwrap()
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()
 }
 
 fn ring_wait(ring: &mut IoUring, want: usize) {
