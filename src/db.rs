@@ -108,18 +108,14 @@ impl Database {
         let (key, value) = (key.as_ref(), value.as_ref());
         self.check_key(key)?;
         self.check_value(value)?;
-        let mut owned = Vec::with_capacity(key.len() + 8);
-        owned.extend_from_slice(key);
-        self.write_one(WriteOp::Put { key: owned, value: value.into() })
+        self.write_one(WriteOp::Put { key: key.to_vec(), value: value.into() })
     }
 
     /// Removes `key` (a no-op if absent). Returns once acknowledged.
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
         self.check_key(key)?;
-        let mut owned = Vec::with_capacity(key.len() + 8);
-        owned.extend_from_slice(key);
-        self.write_one(WriteOp::Delete { key: owned })
+        self.write_one(WriteOp::Delete { key: key.to_vec() })
     }
 
     fn write_one(&self, op: WriteOp) -> Result<()> {

@@ -13,7 +13,7 @@ fn main() {
     let v = vec![7u8; 100];
     let t = std::time::Instant::now();
     for i in 0..n {
-        m.insert(key(i).to_vec(), i + 1, Some(v.as_slice().into()));
+        m.insert(&key(i), i + 1, Some(v.as_slice().into()));
     }
     let ins = t.elapsed();
     let t = std::time::Instant::now();

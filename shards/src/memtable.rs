@@ -50,15 +50,6 @@ impl KeyBytes {
         }
     }
 
-    /// Takes `key`, reusing its allocation when it is long.
-    pub fn from_vec(key: Vec<u8>) -> Self {
-        if key.len() <= INLINE_KEY_BYTES {
-            KeyBytes::new(&key)
-        } else {
-            KeyBytes(Repr::Heap(key.into_boxed_slice()))
-        }
-    }
-
     /// The key bytes.
     pub fn as_slice(&self) -> &[u8] {
         match &self.0 {
@@ -107,11 +98,6 @@ impl VersionedKey {
     /// Builds from a key and a sequence.
     pub fn new(key: &[u8], seq: u64) -> Self {
         VersionedKey { seq, key: KeyBytes::new(key) }
-    }
-
-    /// Builds from an owned key buffer, reusing its allocation for long keys.
-    pub fn from_vec(key: Vec<u8>, seq: u64) -> Self {
-        VersionedKey { seq, key: KeyBytes::from_vec(key) }
     }
 
     /// The user key.
@@ -234,9 +220,9 @@ impl Memtable {
     /// Shard-side: inserts a version. Returns true when the key has an older version, so the
     /// caller can queue the key for garbage collection. Versions of a key arrive in increasing
     /// sequence order (one writer per shard), so the index always holds the newest.
-    pub fn insert(&self, key: Vec<u8>, seq: u64, value: Slot) -> bool {
+    pub fn insert(&self, key: &[u8], seq: u64, value: Slot) -> bool {
         debug_assert!(seq >= SEQ_MIN);
-        let vk = VersionedKey::from_vec(key, seq);
+        let vk = VersionedKey::new(key, seq);
         let index_key = vk.key.clone();
         let mut bytes =
             vk.heap_bytes() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES;
@@ -463,7 +449,7 @@ mod tests {
     use super::*;
 
     fn put(m: &Memtable, k: &[u8], seq: u64, v: &[u8]) -> bool {
-        m.insert(k.to_vec(), seq, Some(v.into()))
+        m.insert(k, seq, Some(v.into()))
     }
 
     #[test]
@@ -471,7 +457,7 @@ mod tests {
         let m = Memtable::new();
         assert!(!put(&m, b"a", 1, b"a1"));
         assert!(put(&m, b"a", 3, b"a3"));
-        m.insert(b"a".to_vec(), 5, None);
+        m.insert(b"a", 5, None);
         assert_eq!(m.get(b"a", 2), Lookup::Found(b"a1".to_vec()));
         assert_eq!(m.get(b"a", 4), Lookup::Found(b"a3".to_vec()));
         assert_eq!(m.get(b"a", 9), Lookup::Deleted);
@@ -507,7 +493,7 @@ mod tests {
         for i in 0..10u8 {
             put(&m, &[i], u64::from(i) + 1, &[i]);
         }
-        m.insert(vec![4], 20, None);
+        m.insert(&[4], 20, None);
         let fwd = m.chunk(
             Bound::Included(&[2][..]),
             Bound::Excluded(&[8][..]),

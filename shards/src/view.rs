@@ -150,8 +150,8 @@ mod tests {
     fn invisible_writes_stay_hidden() {
         let m = Arc::new(Memtable::new());
         let v = ShardView::new(0, m.clone(), 1);
-        m.insert(b"k".to_vec(), 1, Some(b"old"[..].into()));
-        m.insert(b"k".to_vec(), 2, Some(b"new"[..].into()));
+        m.insert(b"k", 1, Some(b"old"[..].into()));
+        m.insert(b"k", 2, Some(b"new"[..].into()));
         assert_eq!(v.get(b"k"), Some(b"old".to_vec()));
         v.publish(2);
         assert_eq!(v.get(b"k"), Some(b"new".to_vec()));

@@ -126,11 +126,10 @@ impl Shard {
                 WriteOp::Put { key, value } => (key, Some(value)),
                 WriteOp::Delete { key } => (key, None),
             };
-            let gc_key = (self.gc_queue.len() < GC_QUEUE_MAX).then(|| key.clone());
-            if self.memtable.insert(key, lsn, value) {
-                if let Some(k) = gc_key {
-                    self.gc_queue.push_back((k, lsn));
-                }
+            // An overwritten key's older versions are collected later; the queue is bounded
+            // (past it, old versions wait for the key's next overwrite).
+            if self.memtable.insert(&key, lsn, value) && self.gc_queue.len() < GC_QUEUE_MAX {
+                self.gc_queue.push_back((key, lsn));
             }
         }
     }

@@ -225,10 +225,10 @@ fn replay(config: &ShardConfig, memtable: &Memtable) -> Result<Replayed> {
         for op in ops {
             match op {
                 crate::ingress::WriteOp::Put { key, value } => {
-                    memtable.insert(key, lsn, Some(value));
+                    memtable.insert(&key, lsn, Some(value));
                 }
                 crate::ingress::WriteOp::Delete { key } => {
-                    memtable.insert(key, lsn, None);
+                    memtable.insert(&key, lsn, None);
                 }
             }
         }
