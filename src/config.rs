@@ -69,6 +69,9 @@ pub struct LightningDbConfig {
     pub spin_before_park_us: u64,
     /// Create the database if the directory holds none. Default true.
     pub create_if_missing: bool,
+    /// A shard loop turn longer than this (ms) is counted and logged as a stall
+    /// (`Database::stats`). Default 10.
+    pub stall_threshold_ms: u64,
     /// Test hook: makes chosen I/O fail on demand. Not a stable API.
     #[doc(hidden)]
     pub fault_plan: Option<Arc<FaultPlan>>,
@@ -95,6 +98,7 @@ impl Default for LightningDbConfig {
             ingress_queue_depth: 1024,
             spin_before_park_us: 200,
             create_if_missing: true,
+            stall_threshold_ms: 10,
             fault_plan: None,
         }
     }
@@ -206,6 +210,7 @@ impl LightningDbConfig {
             ingress_queue_depth: self.ingress_queue_depth,
             ingress_batch_max: self.ingress_queue_depth.min(256),
             spin_before_park_us: self.spin_before_park_us,
+            stall_threshold_ms: self.stall_threshold_ms,
             limits: self.limits(),
             faults: self.fault_plan.clone(),
         }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lightning_shards::ingress::{Completion, Request, Responder, WaitPolicy, WriteOp};
+use lightning_shards::stats::ShardStats;
 use lightning_shards::{Error, Limits, Result, ShardHandle, StartReport, WalSyncMode};
 
 use crate::batch::WriteBatch;
@@ -29,6 +30,24 @@ pub struct MemoryUsage {
     pub memtable_bytes: u64,
     /// Stored versions across all keys (old versions awaiting collection included).
     pub versions: u64,
+}
+
+/// Statistics of every shard, from [`Database::stats`].
+#[derive(Clone, Debug)]
+pub struct DbStats {
+    /// One entry per shard, in shard order.
+    pub shards: Vec<ShardStats>,
+}
+
+impl DbStats {
+    /// All shards added together (histograms merged).
+    pub fn total(&self) -> ShardStats {
+        let mut total = ShardStats::new(0);
+        for s in &self.shards {
+            total.merge(s);
+        }
+        total
+    }
 }
 
 /// An open Lightning DB database.
@@ -100,6 +119,23 @@ impl Database {
             usage.versions += m.version_count() as u64;
         }
         usage
+    }
+
+    /// Each shard's statistics: operation counts and engine-side latency histograms, ingress
+    /// depth at drain, WAL bytes, records and group writes, fdatasyncs, loop turns and stalls,
+    /// memtable size. Asks every shard through its queue (one message each).
+    pub fn stats(&self) -> Result<DbStats> {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, rx) = crossbeam_channel::bounded(1);
+            shard.send(Request::Stats { reply })?;
+            replies.push(rx);
+        }
+        let shards = replies
+            .into_iter()
+            .map(|rx| rx.recv().map_err(|_| Error::Closed))
+            .collect::<Result<_>>()?;
+        Ok(DbStats { shards })
     }
 
     /// Sets `key` to `value`. Returns once the write is acknowledged under the configured

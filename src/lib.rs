@@ -46,8 +46,9 @@ mod scan;
 
 pub use batch::WriteBatch;
 pub use config::{LightningDbConfig, KEY_BYTES_LIMIT, MAX_SHARDS, VALUE_BYTES_LIMIT};
-pub use db::{Database, MemoryUsage};
+pub use db::{Database, DbStats, MemoryUsage};
 #[doc(hidden)]
 pub use lightning_shards::faults::FaultPlan;
+pub use lightning_shards::stats::{OpKind, ShardStats, Stall, STALLS_KEPT};
 pub use lightning_shards::{Error, Result, StartReport, WalSyncMode};
 pub use scan::{DbIterator, CHUNK_MAX};

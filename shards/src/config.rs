@@ -61,8 +61,39 @@ pub struct ShardConfig {
     pub ingress_batch_max: usize,
     /// How long an idle shard keeps polling its queue (yielding the CPU) before it parks.
     pub spin_before_park_us: u64,
+    /// A loop turn longer than this is counted and logged as a stall (`ShardStats`).
+    pub stall_threshold_ms: u64,
     /// Size limits.
     pub limits: Limits,
     /// Test hooks that make I/O fail on demand (`None` in production).
     pub faults: Option<std::sync::Arc<crate::faults::FaultPlan>>,
+}
+
+impl ShardConfig {
+    /// A configuration for shard `shard_id` in `dir` with the engine's defaults (`Normal` mode,
+    /// 64 MiB segments, 1024-deep ingress, 200 µs spin, 10 ms stall threshold, limits of
+    /// 1 KiB keys / 16 MiB values / 32 MiB batches). `lightning_db` sets every field itself.
+    pub fn new(shard_id: usize, dir: PathBuf) -> Self {
+        ShardConfig {
+            shard_id,
+            dir,
+            cpu: None,
+            wal_sync_mode: WalSyncMode::Normal,
+            sync_interval_ms: 100,
+            flush_interval_ms: 100,
+            wal_segment_bytes: 64 << 20,
+            direct_io: true,
+            register_buffers: true,
+            ingress_queue_depth: 1024,
+            ingress_batch_max: 256,
+            spin_before_park_us: 200,
+            stall_threshold_ms: 10,
+            limits: Limits {
+                max_key_bytes: 1024,
+                max_value_bytes: 16 << 20,
+                max_batch_bytes: 32 << 20,
+            },
+            faults: None,
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod io;
 pub mod memtable;
 pub mod runtime;
 pub mod shard;
+pub mod stats;
 pub mod view;
 pub mod wal;
 

@@ -56,6 +56,7 @@ impl OurShard {
             ingress_queue_depth: 1024,
             ingress_batch_max: 256,
             spin_before_park_us: spin_us,
+            stall_threshold_ms: 10,
             limits: Limits {
                 max_key_bytes: 1024,
                 max_value_bytes: 1 << 20,

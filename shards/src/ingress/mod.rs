@@ -66,9 +66,26 @@ pub enum Request {
         /// Signalled once durable.
         done: Responder,
     },
+    /// Reply with a copy of the shard's statistics.
+    Stats {
+        /// Where to send them.
+        reply: crossbeam_channel::Sender<crate::stats::ShardStats>,
+    },
     /// Finish pending work, make everything durable, and stop the shard thread.
     Shutdown {
         /// Signalled once the shard has stopped.
         done: Responder,
     },
+}
+
+/// A request its shard is answering: whom to signal, what kind of request it is, and when the
+/// shard took it off its queue (for the engine-side latency in `ShardStats`). Shard-local.
+#[derive(Debug)]
+pub struct Ack {
+    /// The caller's responder.
+    pub done: Responder,
+    /// What the request was.
+    pub kind: crate::stats::OpKind,
+    /// When the shard took it off its queue.
+    pub started: std::time::Instant,
 }

@@ -1,20 +1,21 @@
 //! The shard's state machine: applies requests to the WAL and the memtable, acknowledges them
-//! when their durability promise holds, syncs on a timer, collects old versions, and stops
-//! for good (poisoned) when a durable write fails.
+//! when their durability promise holds, syncs on a timer, collects old versions, keeps its
+//! statistics, and stops for good (poisoned) when a durable write fails.
 //!
 //! Shard-local: owned by the shard thread; callers reach it only through its `Inbox` and read
 //! its published `ShardView`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{ShardConfig, WalSyncMode};
-use crate::error::Error;
-use crate::ingress::{Inbox, Request, Responder, WriteOp};
+use crate::error::{Error, Result};
+use crate::ingress::{Ack, Inbox, Request, Responder, WriteOp};
 use crate::memtable::Memtable;
 use crate::runtime::event_loop::{Reactor, Turn};
 use crate::runtime::ring::Ring;
+use crate::stats::{OpKind, ShardStats, Stall};
 use crate::view::ShardView;
 use crate::wal::{
     DirectWal, MappedWal, WalError, TOKEN_KIND_MASK, TOKEN_WAL_SYNC, TOKEN_WAL_WRITE,
@@ -40,12 +41,14 @@ pub struct Shard {
     memtable: Arc<Memtable>,
     wal: Wal,
     /// `Normal`: requests whose records are staged, acknowledged once published.
-    staged_acks: Vec<Responder>,
+    staged_acks: Vec<Ack>,
     /// Completions recorded while reaping, handled in the next turn.
     completions: Vec<(u64, i32)>,
     gc_queue: VecDeque<(Vec<u8>, u64)>,
     shutdown: Option<Responder>,
     poisoned: Option<Error>,
+    stats: ShardStats,
+    stall_threshold: Duration,
 }
 
 impl Shard {
@@ -57,6 +60,8 @@ impl Shard {
         wal: Wal,
     ) -> Self {
         Shard {
+            stats: ShardStats::new(config.shard_id),
+            stall_threshold: Duration::from_millis(config.stall_threshold_ms),
             config,
             view,
             memtable,
@@ -69,18 +74,42 @@ impl Shard {
         }
     }
 
-    fn handle(&mut self, req: Request) {
+    fn handle(&mut self, req: Request, now: Instant) {
         match req {
             Request::Write { op, done } => {
+                let kind = if op.value().is_some() { OpKind::Put } else { OpKind::Delete };
                 let placed = self.place(std::slice::from_ref(&op));
-                self.finish_write(placed, std::iter::once(op), done);
+                self.finish_write(placed, std::iter::once(op), Ack { done, kind, started: now });
             }
             Request::Batch { ops, done } => {
                 let placed = self.place(&ops);
-                self.finish_write(placed, ops, done);
+                self.finish_write(placed, ops, Ack { done, kind: OpKind::Batch, started: now });
             }
-            Request::Sync { done } => self.sync(done),
+            Request::Sync { done } => self.sync(Ack { done, kind: OpKind::Sync, started: now }),
+            Request::Stats { reply } => {
+                let _ = reply.try_send(self.snapshot_stats());
+            }
             Request::Shutdown { done } => self.shutdown = Some(done),
+        }
+    }
+
+    /// Answers `ack` with `result` and records it.
+    fn ack(&mut self, ack: Ack, result: Result<()>, now: Instant) {
+        self.stats.record_op(ack.kind, now.saturating_duration_since(ack.started), result.is_ok());
+        ack.done.complete(result);
+    }
+
+    fn ack_all(&mut self, acks: Vec<Ack>, result: &Result<()>) {
+        if acks.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for ack in acks {
+            let r = match result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.duplicate()),
+            };
+            self.ack(ack, r, now);
         }
     }
 
@@ -99,24 +128,30 @@ impl Shard {
         &mut self,
         placed: Result<u64, WalError>,
         ops: impl IntoIterator<Item = WriteOp>,
-        done: Responder,
+        ack: Ack,
     ) {
+        let now = ack.started;
         let lsn = match placed {
             Ok(lsn) => lsn,
-            Err(WalError::Rejected(e)) => return done.complete(Err(e)),
+            Err(WalError::Rejected(e)) => return self.ack(ack, Err(e), now),
             Err(WalError::Poisoned(e)) => {
-                done.complete(Err(e.duplicate()));
+                self.ack(ack, Err(e.duplicate()), now);
                 return self.poison(e);
             }
         };
         self.apply(lsn, ops);
         match (&mut self.wal, self.config.wal_sync_mode) {
-            (Wal::Direct(w), _) => w.attach(done), // acknowledged when its group is durable
+            // Acknowledged when its group is durable.
+            (Wal::Direct(w), _) => {
+                if let Some(ack) = w.attach(ack) {
+                    self.ack(ack, Ok(()), now);
+                }
+            }
             (Wal::Mapped(_), WalSyncMode::Async) => {
                 self.view.publish(lsn);
-                done.complete(Ok(()));
+                self.ack(ack, Ok(()), now);
             }
-            (Wal::Mapped(_), _) => self.staged_acks.push(done),
+            (Wal::Mapped(_), _) => self.staged_acks.push(ack),
         }
     }
 
@@ -134,26 +169,30 @@ impl Shard {
         }
     }
 
-    fn sync(&mut self, done: Responder) {
+    fn sync(&mut self, ack: Ack) {
+        let now = ack.started;
         if self.poisoned.is_some() {
-            return done.complete(Err(Error::Poisoned { shard: self.config.shard_id }));
+            return self.ack(ack, Err(Error::Poisoned { shard: self.config.shard_id }), now);
         }
-        self.publish_normal();
-        match &mut self.wal {
-            Wal::Mapped(w) => w.request_sync(done),
-            Wal::Direct(w) => w.request_sync(done),
+        self.publish_normal(now);
+        let ready = match &mut self.wal {
+            Wal::Mapped(w) => w.request_sync(ack),
+            Wal::Direct(w) => w.request_sync(ack),
+        };
+        if let Some(ack) = ready {
+            self.ack(ack, Ok(()), now);
         }
     }
 
     /// `Normal`/`Async`: copies staged records into the segment, raises the visible sequence
     /// and acknowledges the `Normal` requests whose records are now out of the process.
-    fn publish_normal(&mut self) {
+    fn publish_normal(&mut self, now: Instant) {
         let Wal::Mapped(w) = &mut self.wal else { return };
         let written = w.publish_staged();
         if self.config.wal_sync_mode == WalSyncMode::Normal && !self.staged_acks.is_empty() {
             self.view.publish(written);
-            for done in self.staged_acks.drain(..) {
-                done.complete(Ok(()));
+            for ack in std::mem::take(&mut self.staged_acks) {
+                self.ack(ack, Ok(()), now);
             }
         }
     }
@@ -164,13 +203,12 @@ impl Shard {
             self.config.shard_id
         );
         self.view.poison();
-        for done in self.staged_acks.drain(..) {
-            done.complete(Err(err.duplicate()));
-        }
-        match &mut self.wal {
-            Wal::Mapped(w) => w.fail_waiters(&err),
-            Wal::Direct(w) => w.fail_waiters(&err),
-        }
+        let mut waiting = std::mem::take(&mut self.staged_acks);
+        waiting.extend(match &mut self.wal {
+            Wal::Mapped(w) => w.take_waiters(),
+            Wal::Direct(w) => w.take_waiters(),
+        });
+        self.ack_all(waiting, &Err(err.duplicate()));
         self.poisoned = Some(err);
     }
 
@@ -178,35 +216,33 @@ impl Shard {
         if self.completions.is_empty() {
             return false;
         }
-        let completions = std::mem::take(&mut self.completions);
-        for (token, result) in completions {
+        for (token, result) in std::mem::take(&mut self.completions) {
             let outcome = match (token & TOKEN_KIND_MASK, &mut self.wal) {
                 (TOKEN_WAL_SYNC, Wal::Mapped(w)) => w.on_sync_complete(token, result),
                 (TOKEN_WAL_WRITE, Wal::Direct(w)) => {
                     w.on_write_complete(token, result).map(|done| {
                         self.view.publish(done.last_lsn);
-                        for waiter in done.waiters {
-                            waiter.complete(Ok(()));
-                        }
+                        done.waiters
                     })
                 }
-                _ => Ok(()),
+                _ => Ok(Vec::new()),
             };
-            if let Err(e) = outcome {
-                self.poison(e.into_error());
+            match outcome {
+                Ok(acks) => self.ack_all(acks, &Ok(())),
+                Err(e) => self.poison(e.into_error()),
             }
         }
         true
     }
 
-    fn submit_io(&mut self, ring: &mut Ring) {
+    fn submit_io(&mut self, ring: &mut Ring, now: Instant) {
         if self.poisoned.is_some() {
             return;
         }
         let outcome = match &mut self.wal {
             Wal::Mapped(w) => {
                 let force = w.has_sync_waiters() || self.shutdown.is_some();
-                w.maybe_start_sync(ring, Instant::now(), force)
+                w.maybe_start_sync(ring, now, force)
             }
             Wal::Direct(w) => w.submit(ring),
         };
@@ -231,6 +267,17 @@ impl Shard {
             }
         }
         true
+    }
+
+    fn snapshot_stats(&self) -> ShardStats {
+        let mut s = self.stats.clone();
+        s.set_wal(match &self.wal {
+            Wal::Mapped(w) => w.counters(),
+            Wal::Direct(w) => w.counters(),
+        });
+        s.memtable_bytes = self.memtable.approx_bytes() as u64;
+        s.memtable_versions = self.memtable.version_count() as u64;
+        s
     }
 
     /// True once a shutdown was requested and no write or sync is outstanding.
@@ -258,33 +305,84 @@ impl Shard {
             done.complete(result);
         }
     }
+
+    /// Drains up to `ingress_batch_max` requests. Returns how many were handled.
+    fn drain(&mut self, inbox: &Inbox, now: Instant) -> usize {
+        let mut handled = 0;
+        if self.shutdown.is_some() {
+            return 0;
+        }
+        while handled < self.config.ingress_batch_max {
+            match inbox.try_pop() {
+                Ok(Some(req)) => {
+                    handled += 1;
+                    self.handle(req, now);
+                    if self.shutdown.is_some() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // Every sender is gone: the database handle was dropped without close.
+                    self.shutdown.get_or_insert_with(Responder::detached);
+                    break;
+                }
+            }
+        }
+        handled
+    }
+
+    /// Counts and logs a turn that took longer than the stall threshold, naming its slowest
+    /// phase (`phases` are the phase names and the instants each one ended).
+    fn check_stall(&mut self, start: Instant, phases: &[(&'static str, Instant)]) {
+        let Some(&(_, end)) = phases.last() else { return };
+        let duration = end.saturating_duration_since(start);
+        if duration < self.stall_threshold {
+            return;
+        }
+        let mut previous = start;
+        let mut slowest = ("", Duration::ZERO);
+        for &(name, at) in phases {
+            let took = at.saturating_duration_since(previous);
+            if took >= slowest.1 {
+                slowest = (name, took);
+            }
+            previous = at;
+        }
+        log::warn!(
+            "shard {}: loop turn took {:.1} ms (threshold {} ms), most of it in {} ({:.1} ms)",
+            self.config.shard_id,
+            duration.as_secs_f64() * 1e3,
+            self.config.stall_threshold_ms,
+            slowest.0,
+            slowest.1.as_secs_f64() * 1e3
+        );
+        self.stats.record_stall(Stall { duration, phase: slowest.0, phase_duration: slowest.1 });
+    }
 }
 
 impl Reactor for Shard {
     fn turn(&mut self, ring: &mut Ring, inbox: &Inbox) -> Turn {
+        let start = Instant::now();
+        self.stats.turns += 1;
         let mut worked = self.handle_completions();
-        if self.shutdown.is_none() {
-            for _ in 0..self.config.ingress_batch_max {
-                match inbox.try_pop() {
-                    Ok(Some(req)) => {
-                        worked = true;
-                        self.handle(req);
-                        if self.shutdown.is_some() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => {
-                        // Every sender is gone: the database handle was dropped without close.
-                        self.shutdown.get_or_insert_with(Responder::detached);
-                        break;
-                    }
-                }
-            }
-        }
-        self.publish_normal();
-        self.submit_io(ring);
+        let after_completions = Instant::now();
+        let drained = self.drain(inbox, after_completions);
+        self.stats.record_drain(drained);
+        worked |= drained > 0;
+        let after_ingress = if drained > 0 { Instant::now() } else { after_completions };
+        self.publish_normal(after_ingress);
+        self.submit_io(ring, after_ingress);
         worked |= self.collect_garbage();
+        if worked {
+            let end = Instant::now();
+            let phases = [
+                ("completions", after_completions),
+                ("ingress", after_ingress),
+                ("publish, submit, gc", end),
+            ];
+            self.check_stall(start, &phases);
+        }
         if self.ready_to_stop() {
             self.stop(inbox);
             return Turn::Stop;

@@ -28,9 +28,10 @@ use super::format;
 use super::reader::Tail;
 use super::{WalError, WalOptions, TOKEN_KIND_MASK, TOKEN_WAL_WRITE};
 use crate::error::Error;
-use crate::ingress::{Responder, WriteOp};
+use crate::ingress::{Ack, WriteOp};
 use crate::io::aligned::AlignedBuf;
 use crate::runtime::ring::Ring;
+use crate::stats::WalCounters;
 
 /// Size of a pooled group buffer. Larger records get a buffer of their own.
 pub const GROUP_BUFFER_BYTES: usize = 256 * 1024;
@@ -61,7 +62,8 @@ struct Group {
     segment: Rc<Segment>,
     offset: usize,
     last_lsn: u64,
-    waiters: Vec<Responder>,
+    records: usize,
+    waiters: Vec<Ack>,
     submitted: bool,
 }
 
@@ -70,7 +72,7 @@ pub struct GroupDone {
     /// Highest LSN now durable.
     pub last_lsn: u64,
     /// Requests to acknowledge.
-    pub waiters: Vec<Responder>,
+    pub waiters: Vec<Ack>,
 }
 
 /// WAL writer for `Sync`.
@@ -82,6 +84,9 @@ pub struct DirectWal {
     next_lsn: u64,
     durable_lsn: u64,
     groups: VecDeque<Group>,
+    /// Requests of a failed group, until the shard takes them with `take_waiters`.
+    orphans: Vec<Ack>,
+    counters: WalCounters,
     next_group_id: u64,
     in_flight: usize,
     free: Vec<GroupBuf>,
@@ -110,6 +115,8 @@ impl DirectWal {
             next_lsn,
             durable_lsn: next_lsn - 1,
             groups: VecDeque::new(),
+            orphans: Vec::new(),
+            counters: WalCounters::default(),
             next_group_id: 0,
             in_flight: 0,
             free,
@@ -138,15 +145,20 @@ impl DirectWal {
         group.buf.buf.as_mut_slice()[group.fill..group.fill + bytes].copy_from_slice(&self.scratch);
         group.fill += bytes;
         group.last_lsn = lsn;
+        group.records += 1;
         self.next_lsn += 1;
         Ok(lsn)
     }
 
-    /// Signals `done` when the group holding the last appended record is durable.
-    pub fn attach(&mut self, done: Responder) {
+    /// Holds `ack` until the group with the last appended record is durable; hands it back at
+    /// once when nothing is pending.
+    pub fn attach(&mut self, ack: Ack) -> Option<Ack> {
         match self.groups.back_mut() {
-            Some(group) => group.waiters.push(done),
-            None => done.complete(Ok(())),
+            Some(group) => {
+                group.waiters.push(ack);
+                None
+            }
+            None => Some(ack),
         }
     }
 
@@ -197,6 +209,7 @@ impl DirectWal {
             offset: self.next_offset,
             segment,
             last_lsn: 0,
+            records: 0,
             waiters: Vec::new(),
             submitted: false,
         });
@@ -262,6 +275,7 @@ impl DirectWal {
                 .map_err(WalError::Poisoned)?;
             group.submitted = true;
             self.in_flight += 1;
+            self.counters.group(group.records, len);
             let (offset, fill, segment) = (group.offset, group.fill, group.segment.clone());
             self.close_group(offset, fill, &segment);
         }
@@ -294,10 +308,9 @@ impl DirectWal {
                 std::io::Error::from_raw_os_error(-result)
             };
             let err = Error::io("durable WAL write (O_DSYNC)", &group.segment.path, source);
-            for done in group.waiters.drain(..) {
-                done.complete(Err(err.duplicate()));
-            }
             if let Some(g) = self.groups.remove(index) {
+                // Its requests are answered by `take_waiters`, with the shard's poison.
+                self.orphans.extend(g.waiters);
                 self.recycle(g.buf);
             }
             return Err(WalError::Poisoned(err));
@@ -321,9 +334,9 @@ impl DirectWal {
         }
     }
 
-    /// Signals `done` once every record appended so far is durable.
-    pub fn request_sync(&mut self, done: Responder) {
-        self.attach(done);
+    /// Holds `ack` until every record appended so far is durable (see [`DirectWal::attach`]).
+    pub fn request_sync(&mut self, ack: Ack) -> Option<Ack> {
+        self.attach(ack)
     }
 
     /// True while group writes are queued or in flight.
@@ -331,16 +344,21 @@ impl DirectWal {
         !self.groups.is_empty()
     }
 
-    /// Fails every queued request (after the shard was poisoned).
-    /// A group whose write is in flight stays queued (its buffer is the kernel's until the
-    /// completion is reaped); the rest are dropped.
-    pub fn fail_waiters(&mut self, err: &Error) {
+    /// Hands back every waiting request (after the shard was poisoned). A group whose write
+    /// is in flight stays queued (its buffer is the kernel's until the completion is reaped);
+    /// the rest are dropped.
+    pub fn take_waiters(&mut self) -> Vec<Ack> {
+        let mut out = std::mem::take(&mut self.orphans);
         for group in &mut self.groups {
-            for done in group.waiters.drain(..) {
-                done.complete(Err(err.duplicate()));
-            }
+            out.append(&mut group.waiters);
         }
         self.groups.retain(|g| g.submitted && !g.done);
+        out
+    }
+
+    /// Traffic counters.
+    pub fn counters(&self) -> &WalCounters {
+        &self.counters
     }
 
     /// Highest LSN known durable.

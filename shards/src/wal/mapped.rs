@@ -21,9 +21,10 @@ use super::format::{self, SegmentHeader, RECORD_HEADER_BYTES};
 use super::reader::Tail;
 use super::{WalError, WalOptions, TOKEN_KIND_MASK, TOKEN_WAL_SYNC};
 use crate::error::Error;
-use crate::ingress::{Responder, WriteOp};
+use crate::ingress::{Ack, WriteOp};
 use crate::io::mapped::MappedSegment;
 use crate::runtime::ring::Ring;
+use crate::stats::WalCounters;
 
 /// Bytes prefaulted ahead of the append offset at a time.
 const POPULATE_AHEAD_BYTES: usize = 256 * 1024;
@@ -65,7 +66,8 @@ pub struct MappedWal {
     syncs: VecDeque<PendingSync>,
     next_sync_id: u64,
     last_sync: Instant,
-    sync_waiters: Vec<(u64, Responder)>,
+    sync_waiters: Vec<(u64, Ack)>,
+    counters: WalCounters,
 }
 
 impl MappedWal {
@@ -85,6 +87,7 @@ impl MappedWal {
             next_sync_id: 0,
             last_sync: Instant::now(),
             sync_waiters: Vec::new(),
+            counters: WalCounters::default(),
         }
     }
 
@@ -127,6 +130,7 @@ impl MappedWal {
                 debug_assert!(copied, "stage was sized to fit the segment");
             }
             active.offset += self.staged.len();
+            self.counters.group(self.staged_starts.len(), self.staged.len());
             if active.offset + POPULATE_AHEAD_BYTES / 2 > active.populated_to {
                 active.map.populate(active.populated_to, POPULATE_AHEAD_BYTES);
                 active.populated_to += POPULATE_AHEAD_BYTES;
@@ -223,12 +227,13 @@ impl MappedWal {
     }
 
     /// Handles the completion of the fdatasync tagged `token`.
-    pub fn on_sync_complete(&mut self, token: u64, result: i32) -> Result<(), WalError> {
+    /// Returns the sync requests now satisfied, for the shard to acknowledge.
+    pub fn on_sync_complete(&mut self, token: u64, result: i32) -> Result<Vec<Ack>, WalError> {
         let id = token & !TOKEN_KIND_MASK;
         let Some(sync) =
             self.syncs.iter_mut().find(|s| s.submitted && !s.done && s.id & !TOKEN_KIND_MASK == id)
         else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let faults = self.chain.opts().faults.as_deref();
         let injected =
@@ -243,6 +248,7 @@ impl MappedWal {
             return Err(WalError::Poisoned(err));
         }
         sync.done = true;
+        self.counters.fdatasyncs += 1;
         while self.syncs.front().is_some_and(|s| s.done) {
             if let Some(s) = self.syncs.pop_front() {
                 debug_assert!(s.lsn <= self.written_lsn);
@@ -253,20 +259,18 @@ impl MappedWal {
         let (ready, waiting): (Vec<_>, Vec<_>) =
             self.sync_waiters.drain(..).partition(|(lsn, _)| *lsn <= durable);
         self.sync_waiters = waiting;
-        for (_, done) in ready {
-            done.complete(Ok(()));
-        }
-        Ok(())
+        Ok(ready.into_iter().map(|(_, ack)| ack).collect())
     }
 
-    /// Signals `done` once everything written so far is durable.
-    pub fn request_sync(&mut self, done: Responder) {
+    /// Holds `ack` until everything written so far is durable; hands it back at once when
+    /// that is already so.
+    pub fn request_sync(&mut self, ack: Ack) -> Option<Ack> {
         let target = self.publish_staged();
         if target <= self.durable_lsn {
-            done.complete(Ok(()));
-        } else {
-            self.sync_waiters.push((target, done));
+            return Some(ack);
         }
+        self.sync_waiters.push((target, ack));
+        None
     }
 
     /// True while callers wait for a sync.
@@ -279,11 +283,14 @@ impl MappedWal {
         !self.syncs.is_empty()
     }
 
-    /// Fails every waiter (after the shard was poisoned).
-    pub fn fail_waiters(&mut self, err: &Error) {
-        for (_, done) in self.sync_waiters.drain(..) {
-            done.complete(Err(err.duplicate()));
-        }
+    /// Hands back every waiting request (after the shard was poisoned).
+    pub fn take_waiters(&mut self) -> Vec<Ack> {
+        self.sync_waiters.drain(..).map(|(_, ack)| ack).collect()
+    }
+
+    /// Traffic counters.
+    pub fn counters(&self) -> &WalCounters {
+        &self.counters
     }
 
     /// Highest LSN written into the mapping.

@@ -1,0 +1,293 @@
+//! Per-shard statistics: operation counts and latencies inside the engine, ingress depth, WAL
+//! traffic and group sizes, and the stall detector.
+//!
+//! Shard-local: a `ShardStats` is owned and updated by its shard thread only (no atomics, no
+//! sharing); `db.stats()` asks each shard for a copy through its ingress queue. Latencies are
+//! measured from the moment the shard takes a request off its queue to the moment it
+//! acknowledges it, in nanoseconds, with hdrhistogram (3 significant digits).
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// What kind of request a latency belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// A single put.
+    Put,
+    /// A single delete.
+    Delete,
+    /// One shard's part of a `WriteBatch`.
+    Batch,
+    /// A `sync()` / `flush()`.
+    Sync,
+}
+
+impl OpKind {
+    /// Every kind, in report order.
+    pub const ALL: [OpKind; 4] = [OpKind::Put, OpKind::Delete, OpKind::Batch, OpKind::Sync];
+
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Put => "put",
+            OpKind::Delete => "delete",
+            OpKind::Batch => "batch",
+            OpKind::Sync => "sync",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            OpKind::Put => 0,
+            OpKind::Delete => 1,
+            OpKind::Batch => 2,
+            OpKind::Sync => 3,
+        }
+    }
+}
+
+/// A loop turn that took longer than the stall threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    /// How long the turn took.
+    pub duration: Duration,
+    /// The phase of the turn that took longest.
+    pub phase: &'static str,
+    /// How long that phase took.
+    pub phase_duration: Duration,
+}
+
+/// How many stalls a shard remembers (the most recent ones).
+pub const STALLS_KEPT: usize = 16;
+
+/// What a WAL writer counts; kept by the writer, copied into [`ShardStats`].
+#[derive(Clone, Debug)]
+pub struct WalCounters {
+    /// Bytes handed to the kernel (records, padding, group headers).
+    pub bytes: u64,
+    /// Records written.
+    pub records: u64,
+    /// Group writes.
+    pub group_writes: u64,
+    /// Records per group write.
+    pub records_per_group: Histogram<u64>,
+    /// fdatasyncs completed.
+    pub fdatasyncs: u64,
+}
+
+impl Default for WalCounters {
+    fn default() -> Self {
+        WalCounters {
+            bytes: 0,
+            records: 0,
+            group_writes: 0,
+            records_per_group: count_histogram(),
+            fdatasyncs: 0,
+        }
+    }
+}
+
+impl WalCounters {
+    /// Records one group write.
+    pub fn group(&mut self, records: usize, bytes: usize) {
+        self.group_writes += 1;
+        self.records += records as u64;
+        self.bytes += bytes as u64;
+        if records > 0 {
+            let _ = self.records_per_group.record(records as u64);
+        }
+    }
+}
+
+/// One shard's statistics.
+#[derive(Clone, Debug)]
+pub struct ShardStats {
+    /// The shard.
+    pub shard_id: usize,
+    /// Requests handled, per kind.
+    pub ops: [u64; 4],
+    /// Engine-side latency per kind, ns (queue pop → acknowledgement).
+    pub latency: [Histogram<u64>; 4],
+    /// Requests drained per loop turn that found any.
+    pub drain_depth: Histogram<u64>,
+    /// Requests that failed (rejected, poisoned, closed), all kinds.
+    pub errors: u64,
+    /// WAL bytes handed to the kernel (records, padding and group headers).
+    pub wal_bytes: u64,
+    /// WAL records written (one per put, delete or batch part).
+    pub wal_records: u64,
+    /// Group writes: `Sync` durable writes, `Normal`/`Async` publications into the mapping.
+    pub wal_group_writes: u64,
+    /// Records per group write.
+    pub wal_records_per_group: Histogram<u64>,
+    /// fdatasyncs completed (`Normal`/`Async`; in `Sync` each group write is itself durable).
+    pub fdatasyncs: u64,
+    /// Loop turns run.
+    pub turns: u64,
+    /// Turns that took longer than the stall threshold.
+    pub stall_count: u64,
+    /// The most recent stalls, oldest first (at most [`STALLS_KEPT`]).
+    pub recent_stalls: Vec<Stall>,
+    /// Point reads answered from a cache. Always 0: there is no cache below the memtable yet
+    /// (every read is answered from the memtable on the caller's thread).
+    pub cache_hits: u64,
+    /// Point reads that missed the cache. Always 0 for the same reason.
+    pub cache_misses: u64,
+    /// Approximate bytes held by the memtable.
+    pub memtable_bytes: u64,
+    /// Versions held by the memtable.
+    pub memtable_versions: u64,
+}
+
+/// A histogram of `1..=high` at 3 significant digits.
+#[allow(clippy::expect_used)]
+fn bounded(high: u64) -> Histogram<u64> {
+    // Invariant: the bounds are constants with low = 1 and high >= 2, and 3 significant
+    // digits is within hdrhistogram's 0..=5, so construction cannot fail.
+    Histogram::new_with_bounds(1, high, 3).expect("constant histogram bounds are valid")
+}
+
+/// Latencies: 1 ns to 1 h.
+fn histogram() -> Histogram<u64> {
+    bounded(3_600_000_000_000)
+}
+
+/// Counts per event: 1 to 16 M.
+fn count_histogram() -> Histogram<u64> {
+    bounded(1 << 24)
+}
+
+impl ShardStats {
+    /// Empty statistics for `shard_id`.
+    pub fn new(shard_id: usize) -> Self {
+        ShardStats {
+            shard_id,
+            ops: [0; 4],
+            latency: [histogram(), histogram(), histogram(), histogram()],
+            drain_depth: count_histogram(),
+            errors: 0,
+            wal_bytes: 0,
+            wal_records: 0,
+            wal_group_writes: 0,
+            wal_records_per_group: count_histogram(),
+            fdatasyncs: 0,
+            turns: 0,
+            stall_count: 0,
+            recent_stalls: Vec::new(),
+            cache_hits: 0,
+            cache_misses: 0,
+            memtable_bytes: 0,
+            memtable_versions: 0,
+        }
+    }
+
+    /// Requests of `kind` handled.
+    pub fn ops(&self, kind: OpKind) -> u64 {
+        self.ops[kind.index()]
+    }
+
+    /// Engine-side latency histogram of `kind`.
+    pub fn latency(&self, kind: OpKind) -> &Histogram<u64> {
+        &self.latency[kind.index()]
+    }
+
+    /// Records one acknowledged request.
+    pub fn record_op(&mut self, kind: OpKind, elapsed: Duration, ok: bool) {
+        self.ops[kind.index()] += 1;
+        if !ok {
+            self.errors += 1;
+        }
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let _ = self.latency[kind.index()].record(ns.min(self.latency[kind.index()].high()));
+    }
+
+    /// Records a loop turn that drained `n` requests.
+    pub fn record_drain(&mut self, n: usize) {
+        if n > 0 {
+            let _ = self.drain_depth.record(n as u64);
+        }
+    }
+
+    /// Copies the WAL writer's counters in.
+    pub fn set_wal(&mut self, wal: &WalCounters) {
+        self.wal_bytes = wal.bytes;
+        self.wal_records = wal.records;
+        self.wal_group_writes = wal.group_writes;
+        self.wal_records_per_group = wal.records_per_group.clone();
+        self.fdatasyncs = wal.fdatasyncs;
+    }
+
+    /// Records a stall.
+    pub fn record_stall(&mut self, stall: Stall) {
+        self.stall_count += 1;
+        if self.recent_stalls.len() == STALLS_KEPT {
+            self.recent_stalls.remove(0);
+        }
+        self.recent_stalls.push(stall);
+    }
+
+    /// Adds `other` into `self` (for whole-database totals). The shard id stays `self`'s.
+    pub fn merge(&mut self, other: &ShardStats) {
+        for i in 0..4 {
+            self.ops[i] += other.ops[i];
+            let _ = self.latency[i].add(&other.latency[i]);
+        }
+        let _ = self.drain_depth.add(&other.drain_depth);
+        let _ = self.wal_records_per_group.add(&other.wal_records_per_group);
+        self.errors += other.errors;
+        self.wal_bytes += other.wal_bytes;
+        self.wal_records += other.wal_records;
+        self.wal_group_writes += other.wal_group_writes;
+        self.fdatasyncs += other.fdatasyncs;
+        self.turns += other.turns;
+        self.stall_count += other.stall_count;
+        self.recent_stalls.extend(other.recent_stalls.iter().cloned());
+        self.cache_hits += other.cache_hits;
+        self.cache_misses += other.cache_misses;
+        self.memtable_bytes += other.memtable_bytes;
+        self.memtable_versions += other.memtable_versions;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_merges() {
+        let mut a = ShardStats::new(0);
+        a.record_op(OpKind::Put, Duration::from_micros(3), true);
+        a.record_op(OpKind::Put, Duration::from_micros(5), false);
+        let mut wal = WalCounters::default();
+        wal.group(2, 8192);
+        a.set_wal(&wal);
+        let mut b = ShardStats::new(1);
+        b.record_op(OpKind::Sync, Duration::from_millis(1), true);
+        b.record_stall(Stall {
+            duration: Duration::from_millis(20),
+            phase: "ingress",
+            phase_duration: Duration::from_millis(19),
+        });
+        a.merge(&b);
+        assert_eq!((a.ops(OpKind::Put), a.ops(OpKind::Sync), a.errors), (2, 1, 1));
+        assert_eq!(a.latency(OpKind::Put).len(), 2);
+        assert_eq!((a.wal_group_writes, a.wal_records, a.wal_bytes), (1, 2, 8192));
+        assert_eq!((a.stall_count, a.recent_stalls.len()), (1, 1));
+    }
+
+    #[test]
+    fn keeps_only_recent_stalls() {
+        let mut s = ShardStats::new(0);
+        for i in 0..(STALLS_KEPT as u64 + 5) {
+            s.record_stall(Stall {
+                duration: Duration::from_millis(i),
+                phase: "gc",
+                phase_duration: Duration::ZERO,
+            });
+        }
+        assert_eq!(s.stall_count, STALLS_KEPT as u64 + 5);
+        assert_eq!(s.recent_stalls.len(), STALLS_KEPT);
+        assert_eq!(s.recent_stalls[0].duration, Duration::from_millis(5));
+    }
+}
