@@ -1,0 +1,238 @@
+//! Command line: which engines, workloads and knobs, expanded into the cases to run (the
+//! matrix: every engine × workload × threads × shards × mode given), then run and reported.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::engine::{err, BenchError, Mode, Result};
+use crate::model::{CaseReport, RunReport};
+use crate::runner::{run_case, CaseParams};
+use crate::workload::{spec, Distribution, WORKLOADS};
+
+/// Benchmark harness of Lightning DB: db_bench and YCSB workloads against lightning_db and its
+/// peers, closed or open loop, with full latency distributions.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Args {
+    /// Engines, comma separated: lightning, fjall, redb, sled, lmdb, rocksdb (peers need their
+    /// cargo feature, e.g. `--features peers`).
+    #[arg(long, value_delimiter = ',', default_value = "lightning")]
+    pub engines: Vec<String>,
+    /// Workloads, comma separated (see --list).
+    #[arg(long, value_delimiter = ',', default_value = "fillseq,readrandom,ycsb_a")]
+    pub workloads: Vec<String>,
+    /// Keys in the data set.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Key size, bytes (at least 8).
+    #[arg(long, default_value_t = 16)]
+    pub key_bytes: usize,
+    /// Value size, bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+    /// Key distribution: uniform, zipfian[:θ], latest[:θ], sequential (default: per workload).
+    #[arg(long)]
+    pub distribution: Option<String>,
+    /// Caller threads; several values run each (matrix).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub threads: Vec<usize>,
+    /// Shards for lightning (0 = one per CPU); several values run each (matrix).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub shards: Vec<usize>,
+    /// Durability modes: sync, normal, async; several values run each (matrix).
+    #[arg(long, value_delimiter = ',', default_value = "normal")]
+    pub modes: Vec<String>,
+    /// Engine cache, MiB.
+    #[arg(long, default_value_t = 256)]
+    pub cache_mb: u64,
+    /// Turn on compression where the engine has it.
+    #[arg(long)]
+    pub compression: bool,
+    /// Operations in each measured phase (default: --keys).
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Measure each case for this many seconds instead of a number of operations.
+    #[arg(long)]
+    pub duration_secs: Option<f64>,
+    /// Open loop: target operations per second (all threads together).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Puts per batch in fillbatch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Entries per scan.
+    #[arg(long, default_value_t = 100)]
+    pub scan_len: usize,
+    /// Where databases are created (must not be tmpfs for durable figures).
+    #[arg(long, default_value = "target/bench-data")]
+    pub data_dir: PathBuf,
+    /// Where reports are written.
+    #[arg(long, default_value = "target/bench-report")]
+    pub out_dir: PathBuf,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// List workloads and engines, then exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Render earlier runs (report.json files) into one comparison page, without running.
+    #[arg(long, value_delimiter = ',')]
+    pub compare: Vec<PathBuf>,
+}
+
+/// The cases `args` asks for, in run order.
+pub fn cases(args: &Args) -> Result<Vec<CaseParams>> {
+    let mut out = Vec::new();
+    for w in &args.workloads {
+        let workload = spec(w).ok_or_else(|| {
+            BenchError(format!("unknown workload `{w}` (known: {})", WORKLOADS.join(", ")))
+        })?;
+        let dist_name = args.distribution.as_deref().unwrap_or(workload.default_distribution);
+        let distribution = if workload.ordered {
+            Distribution::Sequential
+        } else {
+            Distribution::parse(dist_name)
+                .ok_or_else(|| BenchError(format!("unknown distribution `{dist_name}`")))?
+        };
+        let (keys, value_bytes) = match w.as_str() {
+            "large" => (args.keys.min(4096), 64 * 1024),
+            "large_1m" => (args.keys.min(512), 1 << 20),
+            _ => (args.keys, args.value_bytes),
+        };
+        for engine in &args.engines {
+            for m in &args.modes {
+                let mode = Mode::parse(m).ok_or_else(|| {
+                    BenchError(format!("unknown mode `{m}` (sync, normal, async)"))
+                })?;
+                for &threads in &args.threads {
+                    for &shards in &args.shards {
+                        if shards != 0 && engine != "lightning" && args.shards.contains(&0) {
+                            continue; // shard counts only vary lightning
+                        }
+                        out.push(CaseParams {
+                            engine: engine.clone(),
+                            workload: workload.clone(),
+                            keys,
+                            key_bytes: args.key_bytes.max(8),
+                            value_bytes,
+                            distribution: distribution.clone(),
+                            threads: threads.max(1),
+                            shards,
+                            mode,
+                            cache_bytes: args.cache_mb << 20,
+                            compression: args.compression,
+                            ops: args.ops.map(|o| {
+                                if matches!(w.as_str(), "large" | "large_1m") {
+                                    o.min(keys)
+                                } else {
+                                    o
+                                }
+                            }),
+                            duration: args.duration_secs.map(Duration::from_secs_f64),
+                            rate: args.rate,
+                            seed: args.seed,
+                            batch_size: args.batch_size.max(1),
+                            scan_len: args.scan_len.max(1),
+                            data_dir: args.data_dir.clone(),
+                            progress: !args.quiet,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs everything `args` asks for and writes the reports; returns the run.
+pub fn run(args: &Args, command: Vec<String>) -> Result<RunReport> {
+    let cases = cases(args)?;
+    std::fs::create_dir_all(&args.data_dir).map_err(err)?;
+    let mut report = RunReport {
+        tool: format!("lightning-bench {}", env!("CARGO_PKG_VERSION")),
+        command,
+        started_utc: crate::report::utc_now(),
+        finished_utc: String::new(),
+        machine: crate::machine::describe(&args.data_dir),
+        cases: Vec::new(),
+    };
+    for (i, case) in cases.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {} {} threads={} shards={} mode={}",
+            i + 1,
+            cases.len(),
+            case.engine,
+            case.workload.name,
+            case.threads,
+            case.shards,
+            case.mode.name()
+        );
+        let result: CaseReport = match run_case(case) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("  failed: {e}");
+                failed(case, &e)
+            }
+        };
+        report.cases.push(result);
+    }
+    report.machine.load_end = crate::machine::load();
+    report.finished_utc = crate::report::utc_now();
+    Ok(report)
+}
+
+fn failed(case: &CaseParams, e: &BenchError) -> CaseReport {
+    CaseReport {
+        engine: case.engine.clone(),
+        workload: case.workload.name.to_string(),
+        config: Default::default(),
+        durability: String::new(),
+        secs: 0.0,
+        ops: 0,
+        ops_per_sec: 0.0,
+        mb_per_sec: 0.0,
+        ops_by_type: Vec::new(),
+        timeline: Vec::new(),
+        engine_stats: None,
+        notes: vec![format!("failed: {e}")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Args {
+        Args::parse_from(std::iter::once("lightning-bench").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn the_matrix_is_the_cross_product() {
+        let a = args("--engines lightning --workloads fillseq,ycsb_a --threads 1,2 --shards 1,2 --modes sync,normal");
+        let c = cases(&a).unwrap();
+        assert_eq!(c.len(), 2 * 2 * 2 * 2);
+        assert!(c.iter().any(|x| x.workload.name == "ycsb_a"
+            && x.threads == 2
+            && x.shards == 1
+            && x.mode == Mode::Sync));
+    }
+
+    #[test]
+    fn bad_names_are_errors() {
+        assert!(cases(&args("--workloads nope")).is_err());
+        assert!(cases(&args("--modes fast")).is_err());
+        assert!(cases(&args("--workloads readrandom --distribution gaussian")).is_err());
+    }
+
+    #[test]
+    fn large_workloads_use_large_values() {
+        let c = cases(&args("--workloads large,large_1m --keys 100000")).unwrap();
+        assert_eq!((c[0].value_bytes, c[0].keys), (64 * 1024, 4096));
+        assert_eq!((c[1].value_bytes, c[1].keys), (1 << 20, 512));
+    }
+}

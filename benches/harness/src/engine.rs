@@ -1,0 +1,150 @@
+//! The one trait every measured engine is driven through, with the same knobs for all.
+//!
+//! Each engine says what its durability mode means in `describe` (it goes into every report):
+//! "sync" is durable on return for every engine; "normal"/"async" are each engine's cheaper
+//! modes (for peers without such a distinction, both map to their no-fsync mode).
+
+use std::path::PathBuf;
+
+/// Errors of the harness: a message.
+#[derive(Debug)]
+pub struct BenchError(pub String);
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// Result alias of the harness.
+pub type Result<T> = std::result::Result<T, BenchError>;
+
+/// Wraps any displayable error.
+pub fn err(e: impl std::fmt::Display) -> BenchError {
+    BenchError(e.to_string())
+}
+
+/// Durability mode of a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Every write durable on return (power-loss safe).
+    Sync,
+    /// Survives a process crash; synced in the background.
+    Normal,
+    /// May lose the last moments of writes on a crash.
+    Async,
+}
+
+impl Mode {
+    /// Parses `sync`, `normal` or `async`.
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "sync" => Some(Mode::Sync),
+            "normal" | "nosync" => Some(Mode::Normal),
+            "async" => Some(Mode::Async),
+            _ => None,
+        }
+    }
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Normal => "normal",
+            Mode::Async => "async",
+        }
+    }
+}
+
+/// What an engine is opened with.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// A fresh, empty directory.
+    pub dir: PathBuf,
+    /// Durability mode.
+    pub mode: Mode,
+    /// Cache size, bytes (engines without a cache ignore it and say so).
+    pub cache_bytes: u64,
+    /// Compression on (where the engine has it).
+    pub compression: bool,
+    /// Shards (lightning only; 0 = its default, one per CPU).
+    pub shards: usize,
+    /// Largest value the workload writes (engines with a value limit are configured for it).
+    pub max_value_bytes: usize,
+}
+
+/// One operation of an atomic batch: a put (`Some(value)`) or a delete (`None`).
+pub type BatchOp<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// A key-value store under test. `&self` everywhere: engines are shared by every thread.
+pub trait Engine: Send + Sync {
+    /// Engine name.
+    fn name(&self) -> &'static str;
+    /// The exact configuration and what the durability mode means for this engine.
+    fn describe(&self) -> String;
+    /// Insert or overwrite.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Point read: copies the value into `out` on a hit.
+    fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool>;
+    /// Remove.
+    fn delete(&self, key: &[u8]) -> Result<()>;
+    /// Apply `ops` atomically (as far as the engine can: lightning is atomic per shard).
+    fn write_batch(&self, ops: &[BatchOp<'_>]) -> Result<()>;
+    /// Visit up to `limit` entries from `start` in key order; returns how many.
+    fn scan(
+        &self,
+        start: &[u8],
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize>;
+    /// Make everything written durable (untimed, between phases).
+    fn sync(&self) -> Result<()>;
+    /// The engine's own statistics as JSON, if it keeps any.
+    fn stats(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// Names of the engines this build can open.
+pub fn available() -> Vec<&'static str> {
+    let mut v = vec!["lightning"];
+    if cfg!(feature = "fjall") {
+        v.push("fjall");
+    }
+    if cfg!(feature = "redb") {
+        v.push("redb");
+    }
+    if cfg!(feature = "sled") {
+        v.push("sled");
+    }
+    if cfg!(feature = "lmdb") {
+        v.push("lmdb");
+    }
+    if cfg!(feature = "rocksdb") {
+        v.push("rocksdb");
+    }
+    v
+}
+
+/// Opens engine `name` in `cfg.dir`.
+pub fn open(name: &str, cfg: &EngineConfig) -> Result<Box<dyn Engine>> {
+    match name {
+        "lightning" => Ok(Box::new(crate::engines::lightning::Lightning::open(cfg)?)),
+        #[cfg(feature = "fjall")]
+        "fjall" => Ok(Box::new(crate::engines::fjall::Fjall::open(cfg)?)),
+        #[cfg(feature = "redb")]
+        "redb" => Ok(Box::new(crate::engines::redb::Redb::open(cfg)?)),
+        #[cfg(feature = "sled")]
+        "sled" => Ok(Box::new(crate::engines::sled::Sled::open(cfg)?)),
+        #[cfg(feature = "lmdb")]
+        "lmdb" => Ok(Box::new(crate::engines::lmdb::Lmdb::open(cfg)?)),
+        #[cfg(feature = "rocksdb")]
+        "rocksdb" => Ok(Box::new(crate::engines::rocksdb::RocksDb::open(cfg)?)),
+        other => Err(BenchError(format!(
+            "engine `{other}` is not in this build (available: {}; peers need their cargo feature, e.g. --features peers)",
+            available().join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,3 @@
+//! One adapter per engine. Peers compile only with their cargo feature.
+
+pub mod lightning;

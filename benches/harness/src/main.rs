@@ -1,0 +1,33 @@
+//! `lightning-bench`: run `cargo run --release -p lightning-bench -- --help`.
+
+use clap::Parser;
+use lightning_bench::cli::{self, Args};
+use lightning_bench::{engine, report, workload};
+
+fn main() {
+    let args = Args::parse();
+    if args.list {
+        println!("workloads: {}", workload::WORKLOADS.join(", "));
+        println!("engines in this build: {}", engine::available().join(", "));
+        return;
+    }
+    let result = if args.compare.is_empty() {
+        cli::run(&args, std::env::args().collect()).and_then(|run| {
+            print!("{}", report::table::render(&run));
+            report::write_all(&run, &args.out_dir)
+        })
+    } else {
+        report::compare(&args.compare, &args.out_dir)
+    };
+    match result {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+        }
+        Err(e) => {
+            eprintln!("lightning-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
