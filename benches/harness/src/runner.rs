@@ -332,6 +332,7 @@ fn spawn_monitor(
             std::collections::BTreeMap::new();
         let mut last_print = Instant::now();
         let mut last_done = 0;
+        let mut printed = false;
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok((i, h)) => {
@@ -356,9 +357,10 @@ fn spawn_monitor(
                 );
                 last_done = now_done;
                 last_print = Instant::now();
+                printed = true;
             }
         }
-        if progress {
+        if printed {
             eprintln!();
         }
         merged.into_iter().collect()

@@ -1,0 +1,126 @@
+//! Micro-benchmarks of the shard's hot paths with divan: memtable insert and get, the WAL
+//! record codec, crc32c, and the ingress round trip through a real shard.
+//!
+//! `cargo bench -p lightning_shards --bench hot_paths` (part of `cargo bench`). divan reports
+//! the fastest, slowest, median and mean time per iteration.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+
+use divan::{black_box, Bencher};
+use lightning_shards::ingress::{Completion, Request, Responder, WriteOp};
+use lightning_shards::memtable::{Lookup, Memtable};
+use lightning_shards::wal::format::{
+    encode_write_record, parse_record, write_record_bytes, Parsed,
+};
+use lightning_shards::{ShardConfig, ShardHandle};
+
+fn main() {
+    divan::main();
+}
+
+fn key(i: u64) -> [u8; 16] {
+    (u128::from(i) << 1).to_be_bytes()
+}
+
+const KEYS: u64 = 100_000;
+
+fn filled() -> Memtable {
+    let m = Memtable::new();
+    let v: Arc<[u8]> = vec![7u8; 100].into();
+    for i in 0..KEYS {
+        m.insert(&key(i), i + 1, Some(v.clone()));
+    }
+    m
+}
+
+#[divan::bench(sample_count = 20, sample_size = 10_000)]
+fn memtable_insert_sequential(b: Bencher) {
+    let m = Memtable::new();
+    let v: Arc<[u8]> = vec![7u8; 100].into();
+    let mut i = 0u64;
+    b.bench_local(|| {
+        i += 1;
+        m.insert(&key(i), i, Some(v.clone()))
+    });
+}
+
+#[divan::bench(sample_count = 20, sample_size = 10_000)]
+fn memtable_insert_random(b: Bencher) {
+    let m = Memtable::new();
+    let v: Arc<[u8]> = vec![7u8; 100].into();
+    let mut i = 0u64;
+    b.bench_local(|| {
+        i += 1;
+        m.insert(&key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20), i, Some(v.clone()))
+    });
+}
+
+#[divan::bench(sample_count = 20, sample_size = 10_000)]
+fn memtable_get_hit(b: Bencher) {
+    let m = filled();
+    let mut i = 0u64;
+    b.bench_local(|| {
+        i = (i + 7919) % KEYS;
+        matches!(m.get(black_box(&key(i)), u64::MAX), Lookup::Found(_))
+    });
+}
+
+#[divan::bench(sample_count = 20, sample_size = 10_000)]
+fn memtable_get_miss(b: Bencher) {
+    let m = filled();
+    let mut i = 0u64;
+    b.bench_local(|| {
+        i = (i + 7919) % KEYS;
+        let k = ((u128::from(i) << 1) | 1).to_be_bytes();
+        matches!(m.get(black_box(&k), u64::MAX), Lookup::Missing { .. })
+    });
+}
+
+fn ops() -> Vec<WriteOp> {
+    vec![WriteOp::Put { key: key(42).to_vec(), value: vec![9u8; 100].into() }]
+}
+
+#[divan::bench]
+fn wal_record_encode(b: Bencher) {
+    let ops = ops();
+    let mut out = Vec::with_capacity(256);
+    b.bench_local(|| {
+        out.clear();
+        encode_write_record(&mut out, black_box(7), 1, &ops);
+        out.len()
+    });
+}
+
+#[divan::bench]
+fn wal_record_parse_and_verify(b: Bencher) {
+    let mut rec = Vec::new();
+    encode_write_record(&mut rec, 7, 1, &ops());
+    assert_eq!(rec.len(), write_record_bytes(&ops()));
+    b.bench_local(|| matches!(parse_record(black_box(&rec), 0), Parsed::Record(_)));
+}
+
+#[divan::bench(args = [128, 4096, 65536])]
+fn crc32c(b: Bencher, len: usize) {
+    let data = vec![0xa5u8; len];
+    b.counter(divan::counter::BytesCount::new(len))
+        .bench_local(|| crc32c::crc32c(black_box(&data)));
+}
+
+#[divan::bench(sample_count = 20, sample_size = 2_000)]
+fn ingress_round_trip(b: Bencher) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ShardConfig {
+        register_buffers: false,
+        wal_segment_bytes: 1 << 20,
+        ..ShardConfig::new(0, dir.path().join("shard-000"))
+    };
+    let shard = ShardHandle::start(cfg).unwrap();
+    let policy = shard.wait_policy();
+    b.bench_local(|| {
+        let done = Arc::new(Completion::new(1));
+        shard.send(Request::Sync { done: Responder::new(done.clone()) }).unwrap();
+        done.wait(&policy).unwrap();
+    });
+    shard.shutdown().unwrap();
+}
