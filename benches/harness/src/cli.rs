@@ -56,6 +56,15 @@ pub struct Args {
     /// Measure each case for this many seconds instead of a number of operations.
     #[arg(long)]
     pub duration_secs: Option<f64>,
+    /// Operations per measured phase in sync mode (durable writes are slow), at most.
+    #[arg(long, default_value_t = 20_000)]
+    pub sync_ops: u64,
+    /// Cap on each measured phase, seconds (a capped case says so).
+    #[arg(long, default_value_t = 120.0)]
+    pub max_secs: f64,
+    /// Print a Markdown summary of recorded runs (report.json files) and exit.
+    #[arg(long, value_delimiter = ',')]
+    pub markdown: Vec<PathBuf>,
     /// Open loop: target operations per second (all threads together).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -109,6 +118,9 @@ pub fn cases(args: &Args) -> Result<Vec<CaseParams>> {
                 let mode = Mode::parse(m).ok_or_else(|| {
                     BenchError(format!("unknown mode `{m}` (sync, normal, async)"))
                 })?;
+                if workload.read_only() && m != &args.modes[0] {
+                    continue; // reads do not depend on the durability mode: run them once
+                }
                 for &threads in &args.threads {
                     for &shards in &args.shards {
                         if shards != 0 && engine != "lightning" && args.shards.contains(&0) {
@@ -126,14 +138,9 @@ pub fn cases(args: &Args) -> Result<Vec<CaseParams>> {
                             mode,
                             cache_bytes: args.cache_mb << 20,
                             compression: args.compression,
-                            ops: args.ops.map(|o| {
-                                if matches!(w.as_str(), "large" | "large_1m") {
-                                    o.min(keys)
-                                } else {
-                                    o
-                                }
-                            }),
+                            ops: phase_ops(args, w, keys, mode),
                             duration: args.duration_secs.map(Duration::from_secs_f64),
+                            max_time: Some(Duration::from_secs_f64(args.max_secs.max(0.1))),
                             rate: args.rate,
                             seed: args.seed,
                             batch_size: args.batch_size.max(1),
@@ -147,6 +154,19 @@ pub fn cases(args: &Args) -> Result<Vec<CaseParams>> {
         }
     }
     Ok(out)
+}
+
+/// Operations of one measured phase: `--ops` (default `--keys`), at most `--sync-ops` in sync
+/// mode, at most the key count for the large-value fills.
+fn phase_ops(args: &Args, workload: &str, keys: u64, mode: Mode) -> Option<u64> {
+    let mut ops = args.ops.unwrap_or(keys);
+    if matches!(workload, "large" | "large_1m") {
+        ops = ops.min(keys);
+    }
+    if mode == Mode::Sync {
+        ops = ops.min(args.sync_ops);
+    }
+    Some(ops)
 }
 
 /// Runs everything `args` asks for and writes the reports; returns the run.
@@ -220,6 +240,23 @@ mod tests {
             && x.threads == 2
             && x.shards == 1
             && x.mode == Mode::Sync));
+    }
+
+    #[test]
+    fn read_only_workloads_run_in_one_mode_and_sync_phases_are_capped() {
+        let c = cases(&args("--workloads readrandom,fillrandom --modes normal,sync --keys 50000"))
+            .unwrap();
+        let names: Vec<_> = c.iter().map(|x| (x.workload.name, x.mode)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("readrandom", Mode::Normal),
+                ("fillrandom", Mode::Normal),
+                ("fillrandom", Mode::Sync)
+            ]
+        );
+        assert_eq!(c[1].ops, Some(50_000));
+        assert_eq!(c[2].ops, Some(20_000), "--sync-ops defaults to 20 000");
     }
 
     #[test]

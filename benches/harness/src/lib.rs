@@ -13,4 +13,5 @@ pub mod machine;
 pub mod model;
 pub mod report;
 pub mod runner;
+pub mod summary;
 pub mod workload;

@@ -11,6 +11,16 @@ fn main() {
         println!("engines in this build: {}", engine::available().join(", "));
         return;
     }
+    if !args.markdown.is_empty() {
+        match load_runs(&args.markdown) {
+            Ok(runs) => print!("{}", lightning_bench::summary::markdown(&runs)),
+            Err(e) => {
+                eprintln!("lightning-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let result = if args.compare.is_empty() {
         cli::run(&args, std::env::args().collect()).and_then(|run| {
             print!("{}", report::table::render(&run));
@@ -30,4 +40,17 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+fn load_runs(
+    paths: &[std::path::PathBuf],
+) -> engine::Result<Vec<lightning_bench::model::RunReport>> {
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| engine::err(format!("{}: {e}", p.display())))?;
+            serde_json::from_str(&text).map_err(|e| engine::err(format!("{}: {e}", p.display())))
+        })
+        .collect()
 }

@@ -48,6 +48,8 @@ pub struct CaseParams {
     pub ops: Option<u64>,
     /// Measure for this long instead of a fixed number of operations.
     pub duration: Option<Duration>,
+    /// Stop a fixed-count phase after this long anyway (the case is then marked capped).
+    pub max_time: Option<Duration>,
     /// Open loop: total target operations per second.
     pub rate: Option<f64>,
     /// Seed.
@@ -288,7 +290,7 @@ fn measure(phase: &Phase) -> Result<Measured> {
         })
         .collect();
     drop(tx);
-    if let Some(limit) = p.duration {
+    if let Some(limit) = p.duration.or(p.max_time) {
         let stop = phase.stop.clone();
         std::thread::spawn(move || {
             std::thread::sleep(limit);
@@ -522,6 +524,10 @@ fn report(
         })
         .collect();
     let mut notes = Vec::new();
+    let planned = p.ops.unwrap_or(p.keys);
+    if p.duration.is_none() && ops < planned {
+        notes.push(format!("capped by --max-secs: {ops} of {planned} operations"));
+    }
     if p.rate.is_some() {
         notes.push("open loop: latencies from each operation's intended start".to_string());
     }

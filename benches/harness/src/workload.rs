@@ -310,6 +310,14 @@ pub struct WorkloadSpec {
     pub ordered: bool,
 }
 
+impl WorkloadSpec {
+    /// True when the workload never writes in its measured phase (its figures do not depend
+    /// on the durability mode).
+    pub fn read_only(&self) -> bool {
+        self.mix.0.iter().all(|(op, _)| matches!(op, Op::Read | Op::Scan | Op::ReadMissing))
+    }
+}
+
 /// Every workload the harness knows.
 pub const WORKLOADS: [&str; 18] = [
     "fillseq",
