@@ -1,6 +1,8 @@
 //! Helpers shared by the integration test files.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod hostile;
+
 use lightning_db::{Database, LightningDbConfig, WalSyncMode};
 use std::path::Path;
 
