@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use lightning_shards::memtable::{Direction, Memtable};
+use lightning_shards::memtable::{Direction, KeyBytes, Memtable};
 use lightning_shards::view::Snapshot;
 use lightning_shards::{Result, ShardHandle};
 
@@ -20,7 +20,8 @@ const CHUNK_MIN: usize = 32;
 /// Largest chunk per shard stream.
 pub const CHUNK_MAX: usize = 1024;
 
-type Entry = (Vec<u8>, Vec<u8>);
+/// A buffered entry: the key copied inline when short, the value shared with the memtable.
+type Entry = (KeyBytes, Arc<[u8]>);
 
 /// Where a stream's next chunk starts in one direction.
 #[derive(Clone, Debug)]
@@ -59,8 +60,8 @@ pub struct DbIterator {
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     /// Last key returned from the front / back: the two ends must not cross.
-    front_last: Option<Vec<u8>>,
-    back_last: Option<Vec<u8>>,
+    front_last: Option<KeyBytes>,
+    back_last: Option<KeyBytes>,
 }
 
 impl DbIterator {
@@ -125,8 +126,8 @@ impl DbIterator {
             let better =
                 best.and_then(|b| head(&self.streams[b], direction)).is_none_or(|(bk, _)| {
                     match direction {
-                        Direction::Forward => key < bk,
-                        Direction::Reverse => key > bk,
+                        Direction::Forward => key.as_slice() < bk.as_slice(),
+                        Direction::Reverse => key.as_slice() > bk.as_slice(),
                     }
                 });
             if better {
@@ -144,8 +145,12 @@ impl DbIterator {
         }?;
         // Stop where the other end already is: every key between was returned from there.
         let crossed = match direction {
-            Direction::Forward => self.back_last.as_ref().is_some_and(|b| entry.0 >= *b),
-            Direction::Reverse => self.front_last.as_ref().is_some_and(|f| entry.0 <= *f),
+            Direction::Forward => {
+                self.back_last.as_ref().is_some_and(|b| entry.0.as_slice() >= b.as_slice())
+            }
+            Direction::Reverse => {
+                self.front_last.as_ref().is_some_and(|f| entry.0.as_slice() <= f.as_slice())
+            }
         };
         if crossed {
             for s in &mut self.streams {
@@ -177,13 +182,13 @@ impl Iterator for DbIterator {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.take(Direction::Forward).map(Ok)
+        self.take(Direction::Forward).map(|(k, v)| Ok((k.as_slice().to_vec(), v.to_vec())))
     }
 }
 
 impl DoubleEndedIterator for DbIterator {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.take(Direction::Reverse).map(Ok)
+        self.take(Direction::Reverse).map(|(k, v)| Ok((k.as_slice().to_vec(), v.to_vec())))
     }
 }
 

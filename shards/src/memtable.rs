@@ -166,7 +166,8 @@ pub enum Direction {
 #[derive(Debug, Default)]
 pub struct Chunk {
     /// Visible `(key, value)` pairs, in scan order.
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (Keys are copied inline when short; values are shared, not copied.)
+    pub entries: Vec<(KeyBytes, Arc<[u8]>)>,
     /// The last key examined; the next chunk starts strictly after it. `None`: range exhausted.
     pub resume_after: Option<Vec<u8>>,
 }
@@ -356,7 +357,7 @@ impl Memtable {
                     return out;
                 }
                 if let Some(v) = entry.value() {
-                    out.entries.push((key.to_vec(), v.to_vec()));
+                    out.entries.push((KeyBytes::new(key), v.clone()));
                 }
                 current = Some(entry.clone());
             }
@@ -422,7 +423,7 @@ fn settle(
             out.resume_after = last_decided.take();
             return false;
         }
-        out.entries.push((entry.key().key().to_vec(), v.to_vec()));
+        out.entries.push((KeyBytes::new(entry.key().key()), v.clone()));
     }
     *last_decided = Some(entry.key().key().to_vec());
     true
@@ -471,7 +472,7 @@ mod tests {
         put(&m, b"a\0", 1, b"x");
         put(&m, b"a", 2, b"y");
         let c = m.chunk(Bound::Unbounded, Bound::Unbounded, 9, Direction::Forward, 10);
-        let keys: Vec<_> = c.entries.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<_> = c.entries.iter().map(|(k, _)| k.as_slice().to_vec()).collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"a\0".to_vec()]);
     }
 
@@ -501,11 +502,14 @@ mod tests {
             Direction::Forward,
             3,
         );
-        assert_eq!(fwd.entries.iter().map(|e| e.0[0]).collect::<Vec<_>>(), vec![2, 3, 5]);
+        assert_eq!(
+            fwd.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(),
+            vec![2, 3, 5]
+        );
         let next = fwd.resume_after.unwrap();
         let fwd2 =
             m.chunk(Bound::Excluded(&next), Bound::Excluded(&[8][..]), 100, Direction::Forward, 3);
-        assert_eq!(fwd2.entries.iter().map(|e| e.0[0]).collect::<Vec<_>>(), vec![6, 7]);
+        assert_eq!(fwd2.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(), vec![6, 7]);
         assert!(fwd2.resume_after.is_none());
         let rev = m.chunk(
             Bound::Included(&[2][..]),
@@ -514,11 +518,14 @@ mod tests {
             Direction::Reverse,
             3,
         );
-        assert_eq!(rev.entries.iter().map(|e| e.0[0]).collect::<Vec<_>>(), vec![7, 6, 5]);
+        assert_eq!(
+            rev.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(),
+            vec![7, 6, 5]
+        );
         let next = rev.resume_after.unwrap();
         let rev2 =
             m.chunk(Bound::Included(&[2][..]), Bound::Excluded(&next), 100, Direction::Reverse, 3);
-        assert_eq!(rev2.entries.iter().map(|e| e.0[0]).collect::<Vec<_>>(), vec![3, 2]);
+        assert_eq!(rev2.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(), vec![3, 2]);
         // At an old snapshot the tombstone is invisible and key 4 is back.
         let old = m.chunk(Bound::Unbounded, Bound::Unbounded, 10, Direction::Forward, 100);
         assert_eq!(old.entries.len(), 10);
