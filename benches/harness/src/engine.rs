@@ -101,7 +101,10 @@ pub trait Engine: Send + Sync {
     ) -> Result<usize>;
     /// Make everything written durable (untimed, between phases).
     fn sync(&self) -> Result<()>;
-    /// The engine's own statistics as JSON, if it keeps any.
+    /// The measured phase starts now: an engine that keeps statistics takes its baseline, so
+    /// [`Engine::stats`] reports the measured phase alone (not the preload).
+    fn phase_start(&self) {}
+    /// The engine's own statistics as JSON, if it keeps any: since [`Engine::phase_start`].
     fn stats(&self) -> Option<serde_json::Value> {
         None
     }

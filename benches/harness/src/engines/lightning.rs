@@ -1,6 +1,8 @@
 //! `lightning_db` under the harness, through its public API only.
 
-use lightning_db::{Database, LightningDbConfig, OpKind, WalSyncMode, WriteBatch};
+use std::sync::Mutex;
+
+use lightning_db::{Database, DbStats, LightningDbConfig, OpKind, WalSyncMode, WriteBatch};
 
 use crate::engine::{err, BatchOp, Engine, EngineConfig, Mode, Result};
 
@@ -8,6 +10,8 @@ use crate::engine::{err, BatchOp, Engine, EngineConfig, Mode, Result};
 pub struct Lightning {
     db: Database,
     describe: String,
+    /// Statistics at the start of the measured phase.
+    baseline: Mutex<Option<DbStats>>,
 }
 
 impl Lightning {
@@ -46,7 +50,7 @@ impl Lightning {
             db.shard_count(),
             config.cache_size >> 20
         );
-        Ok(Lightning { db, describe })
+        Ok(Lightning { db, describe, baseline: Mutex::new(None) })
     }
 }
 
@@ -108,8 +112,18 @@ impl Engine for Lightning {
         self.db.sync().map_err(err)
     }
 
+    fn phase_start(&self) {
+        if let Ok(mut baseline) = self.baseline.lock() {
+            *baseline = self.db.stats().ok();
+        }
+    }
+
     fn stats(&self) -> Option<serde_json::Value> {
-        let stats = self.db.stats().ok()?;
+        let now = self.db.stats().ok()?;
+        let stats = match self.baseline.lock().ok().as_deref() {
+            Some(Some(before)) => now.since(before),
+            _ => now,
+        };
         let shards: Vec<serde_json::Value> = stats.shards.iter().map(shard_json).collect();
         Some(serde_json::json!({ "shards": shards, "total": shard_json(&stats.total()) }))
     }
