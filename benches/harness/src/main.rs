@@ -31,8 +31,16 @@ fn main() {
     };
     match result {
         Ok(files) => {
-            for f in files {
+            // The page and the JSON by name; the per-case .hgrm/.hlog files by count.
+            let (named, rest): (Vec<_>, Vec<_>) = files.iter().partition(|f| {
+                matches!(f.extension().and_then(|e| e.to_str()), Some("html" | "json"))
+            });
+            for f in &named {
                 eprintln!("wrote {}", f.display());
+            }
+            if let Some(first) = rest.first() {
+                let dir = first.parent().map_or_else(String::new, |d| d.display().to_string());
+                eprintln!("wrote {} .hgrm/.hlog files in {dir}", rest.len());
             }
         }
         Err(e) => {
