@@ -48,6 +48,19 @@ impl DbStats {
         }
         total
     }
+
+    /// What every shard did between `earlier` and `self`, two snapshots of this database (see
+    /// [`ShardStats::since`]): take one before a piece of work and one after to see that work
+    /// alone. Shards missing from `earlier` are reported whole.
+    pub fn since(&self, earlier: &DbStats) -> DbStats {
+        let shards = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| earlier.shards.get(i).map_or_else(|| s.clone(), |e| s.since(e)))
+            .collect();
+        DbStats { shards }
+    }
 }
 
 /// An open Lightning DB database.

@@ -84,3 +84,24 @@ fn slow_turns_are_counted_as_stalls() {
     assert!(!s.recent_stalls.is_empty() && s.recent_stalls.len() <= lightning_db::STALLS_KEPT);
     assert!(s.recent_stalls.iter().all(|st| !st.phase.is_empty()));
 }
+
+#[test]
+fn since_shows_only_the_work_between_two_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), small_config(WalSyncMode::Normal)).unwrap();
+    for i in 0..100u32 {
+        db.put(i.to_be_bytes(), b"preload").unwrap();
+    }
+    let before = db.stats().unwrap();
+    for i in 0..30u32 {
+        db.delete(i.to_be_bytes()).unwrap();
+    }
+    let delta = db.stats().unwrap().since(&before);
+    assert_eq!(delta.shards.len(), db.shard_count());
+    let total = delta.total();
+    assert_eq!(total.ops(OpKind::Put), 0, "the preload is before the first snapshot");
+    assert_eq!(total.ops(OpKind::Delete), 30);
+    assert_eq!(total.latency(OpKind::Delete).len(), 30);
+    assert_eq!(total.latency(OpKind::Put).len(), 0);
+    assert_eq!(total.wal_records, 30);
+}

@@ -250,6 +250,46 @@ impl ShardStats {
     }
 }
 
+impl ShardStats {
+    /// What happened between `earlier` and `self`, two snapshots of the same shard: counters
+    /// and histograms are differences, the memtable gauges are `self`'s, and the stalls kept
+    /// are those recorded after `earlier` (as far as [`STALLS_KEPT`] remembers). A histogram
+    /// that cannot be subtracted (snapshots of different shards) is kept whole.
+    pub fn since(&self, earlier: &ShardStats) -> ShardStats {
+        let minus = |later: &Histogram<u64>, before: &Histogram<u64>| {
+            let mut h = later.clone();
+            if h.subtract(before).is_err() {
+                h = later.clone();
+            }
+            h
+        };
+        let new_stalls = self.stall_count.saturating_sub(earlier.stall_count);
+        let keep = usize::try_from(new_stalls).unwrap_or(usize::MAX).min(self.recent_stalls.len());
+        ShardStats {
+            shard_id: self.shard_id,
+            ops: std::array::from_fn(|i| self.ops[i].saturating_sub(earlier.ops[i])),
+            latency: std::array::from_fn(|i| minus(&self.latency[i], &earlier.latency[i])),
+            drain_depth: minus(&self.drain_depth, &earlier.drain_depth),
+            errors: self.errors.saturating_sub(earlier.errors),
+            wal_bytes: self.wal_bytes.saturating_sub(earlier.wal_bytes),
+            wal_records: self.wal_records.saturating_sub(earlier.wal_records),
+            wal_group_writes: self.wal_group_writes.saturating_sub(earlier.wal_group_writes),
+            wal_records_per_group: minus(
+                &self.wal_records_per_group,
+                &earlier.wal_records_per_group,
+            ),
+            fdatasyncs: self.fdatasyncs.saturating_sub(earlier.fdatasyncs),
+            turns: self.turns.saturating_sub(earlier.turns),
+            stall_count: new_stalls,
+            recent_stalls: self.recent_stalls[self.recent_stalls.len() - keep..].to_vec(),
+            cache_hits: self.cache_hits.saturating_sub(earlier.cache_hits),
+            cache_misses: self.cache_misses.saturating_sub(earlier.cache_misses),
+            memtable_bytes: self.memtable_bytes,
+            memtable_versions: self.memtable_versions,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +329,33 @@ mod tests {
         assert_eq!(s.stall_count, STALLS_KEPT as u64 + 5);
         assert_eq!(s.recent_stalls.len(), STALLS_KEPT);
         assert_eq!(s.recent_stalls[0].duration, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn since_is_the_difference_of_two_snapshots() {
+        let mut s = ShardStats::new(1);
+        s.record_op(OpKind::Put, Duration::from_micros(3), true);
+        s.record_drain(2);
+        s.memtable_versions = 1;
+        let before = s.clone();
+        s.record_op(OpKind::Put, Duration::from_micros(700), true);
+        s.record_op(OpKind::Delete, Duration::from_micros(5), false);
+        s.record_stall(Stall {
+            duration: Duration::from_millis(9),
+            phase: "wal",
+            phase_duration: Duration::from_millis(8),
+        });
+        s.memtable_versions = 3;
+        let d = s.since(&before);
+        assert_eq!(d.shard_id, 1);
+        assert_eq!(d.ops(OpKind::Put), 1);
+        assert_eq!(d.ops(OpKind::Delete), 1);
+        assert_eq!(d.errors, 1);
+        assert_eq!(d.latency(OpKind::Put).len(), 1);
+        assert!(d.latency(OpKind::Put).min() >= 690_000, "the 3 us put is gone");
+        assert_eq!(d.drain_depth.len(), 0);
+        assert_eq!((d.stall_count, d.recent_stalls.len()), (1, 1));
+        assert_eq!(d.memtable_versions, 3, "gauges are the later snapshot's");
+        assert_eq!(s.since(&s).ops, [0; 4]);
     }
 }

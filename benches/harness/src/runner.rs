@@ -194,9 +194,11 @@ pub fn run_case(params: &CaseParams) -> Result<CaseReport> {
         inserted: Arc::new(AtomicU64::new(if params.workload.preload { params.keys } else { 0 })),
         stop: Arc::new(AtomicBool::new(false)),
     };
+    engine.phase_start();
     let result = measure(&phase);
-    engine.sync()?;
+    // Before the final sync, so the engine's statistics cover the measured phase alone.
     let stats = engine.stats();
+    engine.sync()?;
     let describe = engine.describe();
     drop(phase);
     drop(engine);
