@@ -36,6 +36,7 @@ common=(--engines "$engines" --keys "$keys" --data-dir target/bench-data --quiet
 "$bin" "${common[@]}" --workloads ycsb_b --threads 2 --modes normal --rate 200000 --duration-secs 10 --out-dir "$out/open-loop"
 runs=$(ls "$out"/*/report.json | paste -sd, -)
 "$bin" --compare "$runs" --out-dir "$out"
+rm -f "$out/compare.json" # the same runs as the report.json files beside it
 summary=$("$bin" --markdown "$runs")
 python3 - "$summary" "$out" <<'PY'
 import re, sys
@@ -43,7 +44,7 @@ summary, out = sys.argv[1], sys.argv[2]
 path = "docs/BENCHMARKS.md"
 text = open(path).read()
 begin, end = "<!-- BEGIN GENERATED: scripts/bench.sh -->", "<!-- END GENERATED -->"
-block = f"{begin}\n\nFiles: `{out}/` (report.json, report.html, .hgrm and .hlog per case; compare.html).\n\n{summary}\n{end}"
+block = f"{begin}\n\nFiles: `{out}/` (per run: report.json, report.html, an .hgrm per case and operation, an .hlog per case; compare.html has every run on one page).\n\n{summary}\n{end}"
 if begin in text:
     text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
 else:

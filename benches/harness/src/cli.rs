@@ -50,7 +50,8 @@ pub struct Args {
     /// Turn on compression where the engine has it.
     #[arg(long)]
     pub compression: bool,
-    /// Operations in each measured phase (default: --keys).
+    /// Operations in each measured phase (default: --keys; for fillbatch, batches, by default
+    /// enough to write --keys keys once).
     #[arg(long)]
     pub ops: Option<u64>,
     /// Measure each case for this many seconds instead of a number of operations.
@@ -156,10 +157,16 @@ pub fn cases(args: &Args) -> Result<Vec<CaseParams>> {
     Ok(out)
 }
 
-/// Operations of one measured phase: `--ops` (default `--keys`), at most `--sync-ops` in sync
-/// mode, at most the key count for the large-value fills.
+/// Operations of one measured phase: `--ops` (default `--keys`; for `fillbatch` the batches
+/// that write `--keys` keys once), at most `--sync-ops` in sync mode, at most the key count for
+/// the large-value fills.
 fn phase_ops(args: &Args, workload: &str, keys: u64, mode: Mode) -> Option<u64> {
-    let mut ops = args.ops.unwrap_or(keys);
+    let default = if workload == "fillbatch" {
+        keys.div_ceil(args.batch_size.max(1) as u64).max(1)
+    } else {
+        keys
+    };
+    let mut ops = args.ops.unwrap_or(default);
     if matches!(workload, "large" | "large_1m") {
         ops = ops.min(keys);
     }
@@ -257,6 +264,16 @@ mod tests {
         );
         assert_eq!(c[1].ops, Some(50_000));
         assert_eq!(c[2].ops, Some(20_000), "--sync-ops defaults to 20 000");
+    }
+
+    #[test]
+    fn fillbatch_writes_the_key_set_once_in_batches() {
+        let c = cases(&args("--workloads fillbatch --keys 200000 --batch-size 1000")).unwrap();
+        assert_eq!(c[0].ops, Some(200), "200 batches of 1000 puts, not 200 000 batches");
+        let c = cases(&args("--workloads fillbatch --keys 10 --batch-size 1000")).unwrap();
+        assert_eq!(c[0].ops, Some(1), "at least one batch");
+        let c = cases(&args("--workloads fillbatch --keys 10 --ops 7")).unwrap();
+        assert_eq!(c[0].ops, Some(7), "--ops counts batches");
     }
 
     #[test]

@@ -7,10 +7,14 @@ use std::fmt::Write as _;
 
 use crate::model::{CaseReport, RunReport};
 
-/// The summary of `runs`.
+/// The summary of `runs`: the runs (oldest first), one overview table of every engine's
+/// throughput per configuration with lightning's ratio to the best peer, the configurations
+/// where lightning is behind, then one detailed table per workload.
 pub fn markdown(runs: &[RunReport]) -> String {
+    let mut runs: Vec<&RunReport> = runs.iter().collect();
+    runs.sort_by(|a, b| a.started_utc.cmp(&b.started_utc));
     let mut out = String::new();
-    for run in runs {
+    for run in &runs {
         let m = &run.machine;
         let _ = writeln!(
             out,
@@ -29,13 +33,14 @@ pub fn markdown(runs: &[RunReport]) -> String {
         );
     }
     let mut by_workload: BTreeMap<(usize, String), Vec<&CaseReport>> = BTreeMap::new();
-    for run in runs {
+    for run in &runs {
         for c in &run.cases {
             let rank =
                 crate::workload::WORKLOADS.iter().position(|w| *w == c.workload).unwrap_or(99);
             by_workload.entry((rank, c.workload.clone())).or_default().push(c);
         }
     }
+    overview(&mut out, &by_workload);
     for ((_, workload), cases) in by_workload {
         let _ = writeln!(out, "#### {workload}\n");
         let _ = writeln!(out, "| engine | threads | mode | ops/s | p50 µs | p99 µs | p99.9 µs | max µs | ÷ best peer | notes |");
@@ -63,6 +68,93 @@ pub fn markdown(runs: &[RunReport]) -> String {
     out
 }
 
+/// One row per workload, threads, mode and rate: each engine's ops/s (the best in bold) and
+/// lightning's ratio to the best peer; then the rows where that ratio is below 1.
+fn overview(out: &mut String, by_workload: &BTreeMap<(usize, String), Vec<&CaseReport>>) {
+    let mut engines: Vec<&str> = Vec::new();
+    for cases in by_workload.values() {
+        for c in cases {
+            if !engines.contains(&c.engine.as_str()) {
+                engines.push(&c.engine);
+            }
+        }
+    }
+    // lightning last, next to its ratio.
+    engines.sort_by_key(|e| *e == "lightning");
+    let _ = writeln!(out, "#### Overview: throughput, ops/s\n");
+    let _ = writeln!(
+        out,
+        "| workload | threads | mode | {} | lightning ÷ best peer |",
+        engines.join(" | ")
+    );
+    let _ = writeln!(out, "|---|---:|---|{}---:|", "---:|".repeat(engines.len()));
+    let mut behind = Vec::new();
+    let mut rows = 0;
+    for ((_, workload), cases) in by_workload {
+        let mut configs: Vec<(usize, &str, Option<u64>)> = Vec::new();
+        for c in cases {
+            let key = (c.config.threads, c.config.mode.as_str(), rate_key(c));
+            if !configs.contains(&key) {
+                configs.push(key);
+            }
+        }
+        for (threads, mode, rate) in configs {
+            let row: Vec<Option<&CaseReport>> = engines
+                .iter()
+                .map(|e| {
+                    cases.iter().copied().find(|c| {
+                        c.engine == *e
+                            && c.config.threads == threads
+                            && c.config.mode == mode
+                            && rate_key(c) == rate
+                    })
+                })
+                .collect();
+            let best = row.iter().flatten().map(|c| c.ops_per_sec).fold(0.0, f64::max);
+            let cells: Vec<String> = row
+                .iter()
+                .map(|c| match c {
+                    Some(c) if c.ops_per_sec > 0.0 && c.ops_per_sec == best => {
+                        format!("**{}**", human(c.ops_per_sec))
+                    }
+                    Some(c) if c.ops_per_sec > 0.0 => human(c.ops_per_sec),
+                    _ => "–".to_string(),
+                })
+                .collect();
+            let lightning = row.iter().flatten().find(|c| c.engine == "lightning");
+            let ratio = lightning.and_then(|c| ratio_to_best_peer(c, cases));
+            let mut label = workload.clone();
+            if workload == "fillbatch" {
+                label.push_str(" (batches/s)");
+            }
+            if let Some(r) = rate {
+                label.push_str(&format!(" at {} ops/s", human(r as f64)));
+            }
+            let _ = writeln!(
+                out,
+                "| {label} | {threads} | {mode} | {} | {} |",
+                cells.join(" | "),
+                ratio.map_or_else(|| "–".to_string(), |r| format!("{r:.2}"))
+            );
+            rows += 1;
+            if let Some(r) = ratio.filter(|r| *r < 1.0) {
+                behind.push(format!("{label} ({threads} threads, {mode}): {r:.2}×"));
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nLightning is behind the best peer in {} of {rows} configurations: {}.\n",
+        behind.len(),
+        if behind.is_empty() { "none".to_string() } else { behind.join("; ") }
+    );
+}
+
+/// The target rate of an open-loop case, in whole ops/s.
+fn rate_key(c: &CaseReport) -> Option<u64> {
+    c.config.rate.map(|r| r.round() as u64)
+}
+
 /// lightning's throughput over the best peer's in the same threads and mode, if any.
 fn ratio_to_best_peer(c: &CaseReport, all: &[&CaseReport]) -> Option<f64> {
     if c.engine != "lightning" || c.ops_per_sec <= 0.0 {
@@ -74,6 +166,7 @@ fn ratio_to_best_peer(c: &CaseReport, all: &[&CaseReport]) -> Option<f64> {
             o.engine != "lightning"
                 && o.config.threads == c.config.threads
                 && o.config.mode == c.config.mode
+                && rate_key(o) == rate_key(c)
         })
         .map(|o| o.ops_per_sec)
         .fold(0.0, f64::max);

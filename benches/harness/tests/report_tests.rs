@@ -362,3 +362,22 @@ fn compare_puts_every_run_on_one_page() {
         serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     assert_eq!(loaded.len(), 2);
 }
+
+#[test]
+fn the_markdown_summary_has_an_overview_and_says_where_lightning_is_behind() {
+    let mut r = run();
+    // lightning at 1 thread: 1000 ops/s against sled's 4000.
+    r.cases[0].ops_per_sec = 1_000.0;
+    r.cases[2].ops_per_sec = 4_000.0;
+    r.cases[3].ops_per_sec = 0.0; // the skipped case, as the runner records it
+    let md = lightning_bench::summary::markdown(&[r]);
+    assert!(md.contains("#### Overview: throughput, ops/s"), "{md}");
+    assert!(md.contains("| workload | threads | mode | sled | lightning | lightning ÷ best peer |"));
+    assert!(md.contains("| ycsb_a | 1 | normal | **4.0 K** | 1.0 K | 0.25 |"), "{md}");
+    assert!(md.contains("| transfer | 1 | normal | – | – | – |"), "skipped: no figure");
+    assert!(
+        md.contains("Lightning is behind the best peer in 1 of 3 configurations: ycsb_a (1 threads, normal): 0.25×"),
+        "{md}"
+    );
+    assert!(md.contains("#### ycsb_a"), "the detailed table follows");
+}
