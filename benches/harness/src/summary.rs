@@ -68,8 +68,9 @@ pub fn markdown(runs: &[RunReport]) -> String {
     out
 }
 
-/// One row per workload, threads, mode and rate: each engine's ops/s (the best in bold) and
-/// lightning's ratio to the best peer; then the rows where that ratio is below 1.
+/// One row per workload, threads, mode and rate: each engine's ops/s (for open-loop rows, the
+/// worst p99, as throughput is the target rate), the best in bold, and lightning's ratio to the
+/// best peer (> 1: lightning is ahead); then the rows where that ratio is below 1.
 fn overview(out: &mut String, by_workload: &BTreeMap<(usize, String), Vec<&CaseReport>>) {
     let mut engines: Vec<&str> = Vec::new();
     for cases in by_workload.values() {
@@ -110,25 +111,30 @@ fn overview(out: &mut String, by_workload: &BTreeMap<(usize, String), Vec<&CaseR
                     })
                 })
                 .collect();
-            let best = row.iter().flatten().map(|c| c.ops_per_sec).fold(0.0, f64::max);
+            let best = row.iter().flatten().filter_map(|c| score(c)).fold(0.0, f64::max);
             let cells: Vec<String> = row
                 .iter()
-                .map(|c| match c {
-                    Some(c) if c.ops_per_sec > 0.0 && c.ops_per_sec == best => {
-                        format!("**{}**", human(c.ops_per_sec))
-                    }
-                    Some(c) if c.ops_per_sec > 0.0 => human(c.ops_per_sec),
-                    _ => "–".to_string(),
+                .map(|c| match c.and_then(|c| score(c).map(|s| (c, s))) {
+                    Some((c, s)) if s == best => format!("**{}**", cell(c)),
+                    Some((c, _)) => cell(c),
+                    None => "–".to_string(),
                 })
                 .collect();
             let lightning = row.iter().flatten().find(|c| c.engine == "lightning");
-            let ratio = lightning.and_then(|c| ratio_to_best_peer(c, cases));
+            let best_peer = row
+                .iter()
+                .flatten()
+                .filter(|c| c.engine != "lightning")
+                .filter_map(|c| score(c))
+                .fold(0.0, f64::max);
+            let ratio =
+                lightning.and_then(|c| score(c)).filter(|_| best_peer > 0.0).map(|s| s / best_peer);
             let mut label = workload.clone();
             if workload == "fillbatch" {
                 label.push_str(" (batches/s)");
             }
             if let Some(r) = rate {
-                label.push_str(&format!(" at {} ops/s", human(r as f64)));
+                label.push_str(&format!(" at {} ops/s (p99 µs)", human(r as f64)));
             }
             let _ = writeln!(
                 out,
@@ -150,16 +156,44 @@ fn overview(out: &mut String, by_workload: &BTreeMap<(usize, String), Vec<&CaseR
     );
 }
 
+/// How good a case is, higher is better: its throughput, or for an open-loop case (whose
+/// throughput is the target rate) the inverse of its worst p99. None for a case that did not run.
+fn score(c: &CaseReport) -> Option<f64> {
+    if c.ops_per_sec <= 0.0 {
+        return None;
+    }
+    if c.config.rate.is_none() {
+        return Some(c.ops_per_sec);
+    }
+    let p99 = worst_p99(c);
+    (p99 > 0.0).then(|| 1.0 / p99)
+}
+
+/// The overview's figure for a case: ops/s, or p99 in µs for an open-loop case.
+fn cell(c: &CaseReport) -> String {
+    if c.config.rate.is_some() {
+        format!("{:.1}", worst_p99(c))
+    } else {
+        human(c.ops_per_sec)
+    }
+}
+
+/// The largest p99 of a case's operation types, µs.
+fn worst_p99(c: &CaseReport) -> f64 {
+    c.ops_by_type.iter().map(|o| o.summary.p99).fold(0.0, f64::max)
+}
+
 /// The target rate of an open-loop case, in whole ops/s.
 fn rate_key(c: &CaseReport) -> Option<u64> {
     c.config.rate.map(|r| r.round() as u64)
 }
 
-/// lightning's throughput over the best peer's in the same threads and mode, if any.
+/// lightning's [`score`] over the best peer's in the same threads, mode and rate, if any.
 fn ratio_to_best_peer(c: &CaseReport, all: &[&CaseReport]) -> Option<f64> {
-    if c.engine != "lightning" || c.ops_per_sec <= 0.0 {
+    if c.engine != "lightning" {
         return None;
     }
+    let mine = score(c)?;
     let best = all
         .iter()
         .filter(|o| {
@@ -168,9 +202,9 @@ fn ratio_to_best_peer(c: &CaseReport, all: &[&CaseReport]) -> Option<f64> {
                 && o.config.mode == c.config.mode
                 && rate_key(o) == rate_key(c)
         })
-        .map(|o| o.ops_per_sec)
+        .filter_map(|o| score(o))
         .fold(0.0, f64::max);
-    (best > 0.0).then(|| c.ops_per_sec / best)
+    (best > 0.0).then(|| mine / best)
 }
 
 /// 1234567 → "1.23 M".
