@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full comparison: lightning_db against fjall, redb, sled and LMDB (and RocksDB with
-# WITH_ROCKSDB=1: its C++ build takes ~15 minutes here) with lightning-bench, then regenerates
-# the generated section of docs/BENCHMARKS.md and keeps the run's files in docs/benchmarks/.
+# WITH_ROCKSDB=1: its C++ build takes ~15 minutes here and needs clang and libclang-dev) with
+# lightning-bench, then regenerates the generated section of docs/BENCHMARKS.md and keeps the
+# run's files in docs/benchmarks/.
 #
 #   scripts/bench.sh                 # KEYS=200000 by default; QUICK=1 for a 2-minute smoke run
 #
