@@ -121,14 +121,7 @@ fn overview(out: &mut String, by_workload: &BTreeMap<(usize, String), Vec<&CaseR
                 })
                 .collect();
             let lightning = row.iter().flatten().find(|c| c.engine == "lightning");
-            let best_peer = row
-                .iter()
-                .flatten()
-                .filter(|c| c.engine != "lightning")
-                .filter_map(|c| score(c))
-                .fold(0.0, f64::max);
-            let ratio =
-                lightning.and_then(|c| score(c)).filter(|_| best_peer > 0.0).map(|s| s / best_peer);
+            let ratio = lightning.and_then(|c| ratio_to_best_peer(c, cases));
             let mut label = workload.clone();
             if workload == "fillbatch" {
                 label.push_str(" (batches/s)");

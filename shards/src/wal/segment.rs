@@ -154,9 +154,10 @@ fn fill_new(
 /// writes zeros over the whole segment.
 ///
 /// Fallocated blocks are "unwritten" extents: the first write to each converts it, and a
-/// durable `O_DIRECT | O_DSYNC` write then waits for that metadata change too. Zero-filling
-/// made `Sync` puts with 4 callers +45 % (17.7 K -> 25.6 K/s, docs/BENCHMARKS.md) at the price
-/// of a longer segment creation (tens of ms, at each rollover). The mapped `Normal`/`Async`
+/// durable `O_DIRECT | O_DSYNC` write then waits for that metadata change too
+/// (`scripts/extent_probe.py`). Zero-filling made `Sync` puts with 4 callers +50 % (15.1-15.9 K
+/// -> 23.6-23.7 K/s, ADR 0002 addendum) at the price of a longer segment creation (tens of
+/// ms, at each rollover). The mapped `Normal`/`Async`
 /// path does not take it: there the longer rollover cost more than the cheaper page faults
 /// saved (1 MiB puts 357-399 -> 244-263/s). The zeros read back exactly as the unwritten
 /// extents did, so the format is unchanged.
