@@ -22,8 +22,9 @@ impl WriteBatch {
         WriteBatch::default()
     }
 
-    /// Adds a put. Fails for a key or value over the format's absolute limits (64 KiB keys,
-    /// 1 GiB values); the database's configured limits are checked by `write_batch`.
+    /// Adds a put. Fails for an empty key (`Error::InvalidArgument`) and for a key or value over
+    /// the format's absolute limits (64 KiB keys, 1 GiB values); the database's configured
+    /// limits are checked by `write_batch`.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_absolute(key, Some(value))?;
@@ -31,7 +32,7 @@ impl WriteBatch {
         Ok(())
     }
 
-    /// Adds a delete. Fails for a key over the format's absolute limit.
+    /// Adds a delete. Fails for an empty key and for a key over the format's absolute limit.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
         check_absolute(key, None)?;
@@ -60,6 +61,9 @@ impl WriteBatch {
 }
 
 fn check_absolute(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    if key.is_empty() {
+        return Err(crate::db::empty_key());
+    }
     if key.len() > KEY_BYTES_LIMIT {
         return Err(Error::LimitExceeded {
             what: "key bytes",
@@ -91,6 +95,14 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert_eq!(b.ops()[1], WriteOp::Delete { key: b"a".to_vec() });
         b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn empty_key_is_refused() {
+        let mut b = WriteBatch::new();
+        assert!(matches!(b.put(b"", b"v"), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(b.delete(b""), Err(Error::InvalidArgument { .. })));
         assert!(b.is_empty());
     }
 

@@ -81,6 +81,8 @@ impl Database {
         config.validate()?;
         let path = path.as_ref().to_path_buf();
         meta::ensure_dir(&path, config.create_if_missing)?;
+        // Before the lock file exists: a refused directory is left exactly as it was.
+        meta::check_can_hold_database(&path, config.create_if_missing)?;
         let lock = meta::lock(&path)?;
         let wanted = Meta {
             shards: config.shards as u32,
@@ -230,7 +232,7 @@ impl Database {
                 self.check_value(v)?;
             }
             let shard = self.router.shard_for(op.key());
-            bytes[shard] += op.key().len() + op.value().map_or(0, <[u8]>::len) + 9;
+            bytes[shard] += op.encoded_bytes();
             parts[shard].push(op.clone());
         }
         if let Some(&over) = bytes.iter().find(|&&b| b > self.limits.max_batch_bytes) {
@@ -324,6 +326,9 @@ impl Database {
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(empty_key());
+        }
         if key.len() > self.limits.max_key_bytes {
             return Err(Error::LimitExceeded {
                 what: "key bytes",
@@ -363,18 +368,24 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// The error for an empty key: keys are 1 to `max_key_bytes` bytes (an empty slice is still a
+/// valid scan bound).
+pub(crate) fn empty_key() -> Error {
+    Error::InvalidArgument { what: "an empty key: keys are 1 to max_key_bytes bytes long".into() }
+}
+
 fn check_meta(path: &Path, meta: &Meta) -> Result<()> {
     if meta.hash != HASH_CRC32C_LEMIRE {
         return Err(Error::corruption(
             path.join(meta::META_FILE),
-            20,
+            meta::AT_HASH as u64,
             format!("unknown key hash id {}", meta.hash),
         ));
     }
     if meta.shards == 0 || meta.shards as usize > crate::config::MAX_SHARDS {
         return Err(Error::corruption(
             path.join(meta::META_FILE),
-            12,
+            meta::AT_SHARDS as u64,
             format!("shard count {} out of range", meta.shards),
         ));
     }

@@ -37,6 +37,11 @@
 
 #![deny(unsafe_code)]
 
+/// The README's code blocks, compiled by `cargo test` so the quick start cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod batch;
 mod config;
 mod db;

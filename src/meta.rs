@@ -19,6 +19,19 @@ const META_MAGIC: [u8; 8] = *b"LDB-META";
 pub const META_FORMAT_VERSION: u32 = 1;
 /// Bytes of the metadata file.
 const META_BYTES: usize = 40;
+
+// Byte offsets of the metadata fields (`docs/FORMAT.md` draws them).
+const AT_MAGIC: usize = 0;
+const AT_VERSION: usize = 8;
+/// Offset of the shard count, for errors that name it.
+pub const AT_SHARDS: usize = 12;
+const AT_PAGE_SIZE: usize = 16;
+/// Offset of the hash id, for errors that name it.
+pub const AT_HASH: usize = 20;
+const AT_CREATED: usize = 24;
+/// Offset of the checksum; it covers every byte before it.
+const AT_CRC: usize = 36;
+const _: () = assert!(AT_CRC + 4 == META_BYTES && AT_CREATED + 8 <= AT_CRC);
 /// The key→shard hash (see `router.rs`). 1: crc32c of the key, Lemire-reduced.
 pub const HASH_CRC32C_LEMIRE: u32 = 1;
 
@@ -38,26 +51,26 @@ pub struct Meta {
 impl Meta {
     fn encode(&self) -> [u8; META_BYTES] {
         let mut b = [0u8; META_BYTES];
-        b[0..8].copy_from_slice(&META_MAGIC);
-        b[8..12].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
-        b[12..16].copy_from_slice(&self.shards.to_le_bytes());
-        b[16..20].copy_from_slice(&self.page_size.to_le_bytes());
-        b[20..24].copy_from_slice(&self.hash.to_le_bytes());
-        b[24..32].copy_from_slice(&self.created_unix.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..36]);
-        b[36..40].copy_from_slice(&crc.to_le_bytes());
+        b[AT_MAGIC..AT_MAGIC + 8].copy_from_slice(&META_MAGIC);
+        b[AT_VERSION..AT_VERSION + 4].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
+        b[AT_SHARDS..AT_SHARDS + 4].copy_from_slice(&self.shards.to_le_bytes());
+        b[AT_PAGE_SIZE..AT_PAGE_SIZE + 4].copy_from_slice(&self.page_size.to_le_bytes());
+        b[AT_HASH..AT_HASH + 4].copy_from_slice(&self.hash.to_le_bytes());
+        b[AT_CREATED..AT_CREATED + 8].copy_from_slice(&self.created_unix.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..AT_CRC]);
+        b[AT_CRC..].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
     fn decode(path: &Path, b: &[u8]) -> Result<Self> {
         let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        if b.len() != META_BYTES || b[0..8] != META_MAGIC {
+        if b.len() != META_BYTES || b[AT_MAGIC..AT_MAGIC + 8] != META_MAGIC {
             return Err(Error::corruption(path, 0, "not a Lightning DB metadata file"));
         }
-        if u32_at(36) != crc32c::crc32c(&b[0..36]) {
-            return Err(Error::corruption(path, 36, "metadata checksum mismatch"));
+        if u32_at(AT_CRC) != crc32c::crc32c(&b[..AT_CRC]) {
+            return Err(Error::corruption(path, AT_CRC as u64, "metadata checksum mismatch"));
         }
-        let version = u32_at(8);
+        let version = u32_at(AT_VERSION);
         if version != META_FORMAT_VERSION {
             return Err(Error::IncompatibleVersion {
                 file: path.into(),
@@ -66,11 +79,11 @@ impl Meta {
             });
         }
         let mut created = [0u8; 8];
-        created.copy_from_slice(&b[24..32]);
+        created.copy_from_slice(&b[AT_CREATED..AT_CREATED + 8]);
         Ok(Meta {
-            shards: u32_at(12),
-            page_size: u32_at(16),
-            hash: u32_at(20),
+            shards: u32_at(AT_SHARDS),
+            page_size: u32_at(AT_PAGE_SIZE),
+            hash: u32_at(AT_HASH),
             created_unix: u64::from_le_bytes(created),
         })
     }
@@ -162,19 +175,36 @@ fn lock_file(path: &Path) -> Result<File> {
     }
 }
 
+/// Refuses, before anything is written into it, a directory that cannot become or be a
+/// database: one without metadata that holds something else, or an empty one when
+/// `create` is false. `open` calls this before it creates the lock file, so a refused open
+/// leaves nothing behind; `load_or_create` checks again under the lock.
+pub fn check_can_hold_database(dir: &Path, create: bool) -> Result<()> {
+    let path = dir.join(META_FILE);
+    match std::fs::metadata(&path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            refuse_foreign_contents(dir)?;
+            if create {
+                Ok(())
+            } else {
+                Err(Error::InvalidPath {
+                    path: dir.into(),
+                    reason: "it holds no database and create_if_missing is false".into(),
+                })
+            }
+        }
+        Err(e) => Err(Error::io("read the metadata file", &path, e)),
+    }
+}
+
 /// Reads the metadata, or creates it from `wanted` in an empty directory.
 pub fn load_or_create(dir: &Path, wanted: Meta, create: bool) -> Result<Meta> {
     let path = dir.join(META_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => Meta::decode(&path, &bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            refuse_foreign_contents(dir)?;
-            if !create {
-                return Err(Error::InvalidPath {
-                    path: dir.into(),
-                    reason: "it holds no database and create_if_missing is false".into(),
-                });
-            }
+            check_can_hold_database(dir, create)?;
             write_atomically(dir, &path, &wanted.encode())?;
             Ok(wanted)
         }
@@ -246,6 +276,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"hi").unwrap();
         assert!(matches!(load_or_create(dir.path(), meta(), true), Err(Error::InvalidPath { .. })));
+    }
+
+    #[test]
+    fn a_refused_directory_is_refused_before_the_lock_file_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"hi").unwrap();
+        assert!(matches!(
+            check_can_hold_database(dir.path(), true),
+            Err(Error::InvalidPath { .. })
+        ));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            check_can_hold_database(empty.path(), false),
+            Err(Error::InvalidPath { .. })
+        ));
+        check_can_hold_database(empty.path(), true).unwrap();
     }
 
     #[test]

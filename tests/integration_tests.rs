@@ -46,10 +46,28 @@ fn put_get_delete_overwrite() {
     db.delete(b"a").unwrap();
     assert_eq!(db.get(b"a").unwrap(), None);
     db.delete(b"never-there").unwrap();
-    db.put(b"", b"empty key is a key").unwrap();
-    assert_eq!(db.get(b"").unwrap(), Some(b"empty key is a key".to_vec()));
     db.put(b"empty value", b"").unwrap();
     assert_eq!(db.get(b"empty value").unwrap(), Some(Vec::new()));
+}
+
+#[test]
+fn an_empty_key_is_an_invalid_argument_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), WalSyncMode::Normal);
+    let invalid = |r: lightning_db::Result<()>, what: &str| match r {
+        Err(e @ Error::InvalidArgument { .. }) => assert!(e.to_string().contains("empty key")),
+        other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+    };
+    invalid(db.put(b"", b"v"), "put");
+    invalid(db.delete(b""), "delete");
+    invalid(db.get(b"").map(drop), "get");
+    invalid(db.contains_key(b"").map(drop), "contains_key");
+    invalid(db.multi_get(&[b"k".as_slice(), b"".as_slice()]).map(drop), "multi_get");
+    invalid(WriteBatch::new().put(b"", b"v"), "batch put");
+    // An empty slice is still a scan bound: the smallest one.
+    db.put(b"a", b"1").unwrap();
+    assert_eq!(collect(db.scan(Some(b""), None).unwrap()).len(), 1);
+    assert_eq!(collect(db.scan_prefix(b"").unwrap()).len(), 1);
 }
 
 #[test]
@@ -343,9 +361,17 @@ fn a_path_that_is_a_file_is_refused() {
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("data.csv"), b"1,2").unwrap();
     assert!(matches!(Database::open(&foreign, Default::default()), Err(Error::InvalidPath { .. })));
+    let names = |d: &std::path::Path| -> Vec<_> {
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect()
+    };
+    assert_eq!(names(&foreign), vec!["data.csv"], "a refused open leaves no LOCK file behind");
     let missing = dir.path().join("missing");
     let no_create = LightningDbConfig { create_if_missing: false, ..Default::default() };
-    assert!(matches!(Database::open(&missing, no_create), Err(Error::InvalidPath { .. })));
+    assert!(matches!(Database::open(&missing, no_create.clone()), Err(Error::InvalidPath { .. })));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(matches!(Database::open(&empty, no_create), Err(Error::InvalidPath { .. })));
+    assert!(names(&empty).is_empty(), "a refused open leaves no LOCK file behind");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-/// When an acknowledged write is durable. See DESIGN.md "Durability promises".
+/// When an acknowledged write is durable (`docs/ARCHITECTURE.md`, "Durability per mode").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum WalSyncMode {
     /// An acknowledged write survives power loss: its WAL record is written and made durable

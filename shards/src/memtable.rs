@@ -1,7 +1,7 @@
 //! The MVCC memtable: an ordered, concurrent map of `(key, sequence)` → value or tombstone.
 //!
 //! Written only by its shard thread; read concurrently by caller threads (the published read
-//! view, DESIGN.md "Data path" 3). Entries sort by key ascending, then sequence *descending*,
+//! view, `docs/ARCHITECTURE.md` "Reads and MVCC"). Entries sort by key ascending, then sequence *descending*,
 //! so the newest version of a key comes first. A reader at snapshot `s` sees, per key, the
 //! newest version with sequence `<= s`.
 //!

@@ -42,6 +42,12 @@ impl WriteOp {
             WriteOp::Delete { .. } => None,
         }
     }
+
+    /// Bytes this op occupies in a WAL record's payload (its framing included): what
+    /// `max_batch_bytes` counts.
+    pub fn encoded_bytes(&self) -> usize {
+        crate::wal::format::OP_HEADER_BYTES + self.key().len() + self.value().map_or(0, <[u8]>::len)
+    }
 }
 
 /// A message to a shard.

@@ -1,6 +1,6 @@
 //! The recovery decision table: what replay does at each position of a WAL segment, and for
 //! each segment in the chain. Every case lives here, in one place, and a test checks that the
-//! tables cover every combination (TigerBeetle's recovery cases, STYLE.md "Recovery is a table").
+//! tables cover every combination (after TigerBeetle's recovery cases: recovery is a table).
 //!
 //! Pure data and functions; no I/O. `reader.rs` classifies what it finds and asks `decide`.
 
