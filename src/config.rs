@@ -5,9 +5,7 @@
 //! `ShardConfig` from it.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use lightning_shards::faults::FaultPlan;
 use lightning_shards::{Error, Limits, Result, ShardConfig, WalSyncMode};
 
 /// Most shards a database may have.
@@ -72,9 +70,6 @@ pub struct LightningDbConfig {
     /// A shard loop turn longer than this (ms) is counted and logged as a stall
     /// (`Database::stats`). Default 10.
     pub stall_threshold_ms: u64,
-    /// Test hook: makes chosen I/O fail on demand. Not a stable API.
-    #[doc(hidden)]
-    pub fault_plan: Option<Arc<FaultPlan>>,
 }
 
 impl Default for LightningDbConfig {
@@ -99,7 +94,6 @@ impl Default for LightningDbConfig {
             spin_before_park_us: 200,
             create_if_missing: true,
             stall_threshold_ms: 10,
-            fault_plan: None,
         }
     }
 }
@@ -212,7 +206,6 @@ impl LightningDbConfig {
             spin_before_park_us: self.spin_before_park_us,
             stall_threshold_ms: self.stall_threshold_ms,
             limits: self.limits(),
-            faults: self.fault_plan.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lightning_shards::ingress::{Completion, Request, Responder, WaitPolicy, WriteOp};
+use lightning_shards::shard::StartingShard;
 use lightning_shards::stats::ShardStats;
 use lightning_shards::{Error, Limits, Result, ShardHandle, StartReport, WalSyncMode};
 
@@ -78,8 +79,24 @@ impl Database {
     /// Opens the database in directory `path`, creating it if needed (`create_if_missing`).
     /// Replays every shard's WAL before returning.
     pub fn open(path: impl AsRef<Path>, config: LightningDbConfig) -> Result<Database> {
+        Database::open_on(path.as_ref(), config, &Backend::Disk)
+    }
+
+    /// Opens the database whose shards keep their files on the simulated disk `disk` (the
+    /// lock and `META` stay in the real directory `path`, which must exist or be creatable).
+    /// For tests: `disk` can lose power, tear and fail writes (`sim`).
+    #[cfg(feature = "simulation")]
+    pub fn open_simulated(
+        disk: &crate::sim::SimDisk,
+        path: impl AsRef<Path>,
+        config: LightningDbConfig,
+    ) -> Result<Database> {
+        Database::open_on(path.as_ref(), config, &Backend::Simulated(disk.clone()))
+    }
+
+    fn open_on(path: &Path, config: LightningDbConfig, backend: &Backend) -> Result<Database> {
         config.validate()?;
-        let path = path.as_ref().to_path_buf();
+        let path = path.to_path_buf();
         meta::ensure_dir(&path, config.create_if_missing)?;
         // Before the lock file exists: a refused directory is left exactly as it was.
         meta::check_can_hold_database(&path, config.create_if_missing)?;
@@ -94,7 +111,7 @@ impl Database {
         };
         let meta = meta::load_or_create(&path, wanted, config.create_if_missing)?;
         check_meta(&path, &meta)?;
-        let shards = start_shards(&path, &config, meta.shards as usize)?;
+        let shards = start_shards(&path, &config, meta.shards as usize, backend)?;
         Ok(Database {
             path,
             router: Router::new(meta.shards),
@@ -393,13 +410,40 @@ fn check_meta(path: &Path, meta: &Meta) -> Result<()> {
 }
 
 /// Spawns every shard (they replay their WALs in parallel), then waits for all of them.
-fn start_shards(path: &Path, config: &LightningDbConfig, count: usize) -> Result<Vec<ShardHandle>> {
+/// Where the shards keep their files.
+enum Backend {
+    /// The real disk, through each shard's io_uring ring.
+    Disk,
+    /// A simulated disk (tests).
+    #[cfg(feature = "simulation")]
+    Simulated(crate::sim::SimDisk),
+}
+
+impl Backend {
+    fn spawn(&self, config: lightning_shards::ShardConfig) -> Result<StartingShard> {
+        match self {
+            Backend::Disk => ShardHandle::spawn(config),
+            #[cfg(feature = "simulation")]
+            Backend::Simulated(disk) => {
+                let disk = disk.clone();
+                ShardHandle::spawn_with(config, move || Ok(disk.storage()))
+            }
+        }
+    }
+}
+
+fn start_shards(
+    path: &Path,
+    config: &LightningDbConfig,
+    count: usize,
+    backend: &Backend,
+) -> Result<Vec<ShardHandle>> {
     let cpus = lightning_shards::io::sys::allowed_cpus();
     let mut starting = Vec::with_capacity(count);
     let mut failure = None;
     for id in 0..count {
         let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
-        match ShardHandle::spawn(config.shard_config(path, id, cpu)) {
+        match backend.spawn(config.shard_config(path, id, cpu)) {
             Ok(s) => starting.push(s),
             Err(e) => {
                 failure = Some(e);

@@ -52,8 +52,14 @@ mod scan;
 pub use batch::WriteBatch;
 pub use config::{LightningDbConfig, KEY_BYTES_LIMIT, MAX_SHARDS, VALUE_BYTES_LIMIT};
 pub use db::{Database, DbStats, MemoryUsage};
-#[doc(hidden)]
-pub use lightning_shards::faults::FaultPlan;
 pub use lightning_shards::stats::{OpKind, ShardStats, Stall, STALLS_KEPT};
 pub use lightning_shards::{Error, Result, StartReport, WalSyncMode};
 pub use scan::{DbIterator, CHUNK_MAX};
+
+/// The simulated disk: in memory, with process crashes, power loss, torn and failed writes,
+/// by seed (feature `simulation`). Open a database on it with `Database::open_simulated`.
+#[cfg(feature = "simulation")]
+pub mod sim {
+    pub use lightning_shards::io::sim::{Fault, FaultOp, FaultRates, FiredFault, SimDisk};
+    pub use lightning_shards::io::{io_leaks, IoLeaks};
+}

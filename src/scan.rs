@@ -102,7 +102,7 @@ impl DbIterator {
             (Cursor::After(k), Direction::Forward) => (Bound::Excluded(k.as_slice()), upper),
             (Cursor::After(k), Direction::Reverse) => (lower, Bound::Excluded(k.as_slice())),
         };
-        let chunk = s.memtable.chunk(lo, hi, s.snapshot.seq(), direction, side.chunk);
+        let chunk = s.memtable.chunk(lo, hi, s.snapshot.ts(), direction, side.chunk);
         side.chunk = (side.chunk * 2).min(CHUNK_MAX);
         side.cursor = match chunk.resume_after {
             Some(k) => Cursor::After(k),

@@ -1,9 +1,10 @@
-//! Hostile environment: a full disk, injected and real. Injected (`FaultPlan`): a WAL segment
-//! allocation fails with ENOSPC, in Normal and Sync mode; the put is refused with a disk-full
-//! `Error::Io`, nothing half-made is left, reads and other shards keep working, the shard is
-//! not poisoned, and writes resume once the fault is spent. Real (root only): a 16 MiB ext4
-//! image on a loop device filled until ENOSPC, then freed; acknowledged writes survive a
-//! reopen and refused ones never come back.
+//! Hostile environment: a full disk, injected and real. Injected (on the simulated disk): the
+//! first WAL segment does not fit at open, which refuses to open with an error that says so;
+//! later a segment allocation fails with ENOSPC, in Normal and Sync mode: the put is refused
+//! with a disk-full `Error::Io`, nothing half-made is left, reads and other shards keep working,
+//! the shard is not poisoned, and writes resume once the fault is spent. Real (root only): a
+//! 16 MiB ext4 image on a loop device filled until ENOSPC, then freed; acknowledged writes
+//! survive a reopen and refused ones never come back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,56 +12,59 @@ mod common;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::hostile::{
-    assert_all_present, available_bytes, is_root, keys_on, run_cmd, segment_count, sized_value,
-    MountGuard,
+    assert_all_present, available_bytes, is_root, keys_on, run_cmd, sized_value, MountGuard,
 };
 use common::small_config;
 use lightning_db::router::Router;
-use lightning_db::{Database, Error, FaultPlan, LightningDbConfig, WalSyncMode};
+use lightning_db::sim::{Fault, FaultOp, SimDisk};
+use lightning_db::{Database, Error, LightningDbConfig, WalSyncMode};
 
 // ---------------------------------------------------------------------------------------------
 // Injected: WAL segment allocation fails with ENOSPC.
 
 const BIG: usize = 100 * 1024;
 
+/// Segment files of `shard` on the simulated disk (temporary ones included).
+fn sim_segments(disk: &SimDisk, dir: &Path, shard: usize) -> usize {
+    let names = disk.list(&dir.join(format!("shard-{shard:03}")));
+    names.iter().filter(|n| n.starts_with("wal-")).count()
+}
+
 fn injected_full_disk(mode: WalSyncMode) {
     const SHARD: usize = 0;
     let dir = tempfile::tempdir().unwrap();
-    let plan = Arc::new(FaultPlan::new());
-    plan.only_shard(SHARD);
-    let config =
-        LightningDbConfig { shards: 2, fault_plan: Some(plan.clone()), ..small_config(mode) };
-    let db = Database::open(dir.path(), config).unwrap();
+    let disk = SimDisk::new(10 + mode as u64);
+    let config = LightningDbConfig { shards: 2, ..small_config(mode) };
+
+    // Open creates each shard's first segment: on a disk without room, open says so.
+    disk.inject(Fault::next(FaultOp::Allocate, libc::ENOSPC).on_path("shard-000"));
+    match Database::open_simulated(&disk, dir.path(), config.clone()) {
+        Err(e @ Error::EnvUnsupported { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("no room for a WAL segment") && text.contains("shard-000"),
+                "{text}"
+            );
+            assert!(text.contains("wal_segment_bytes"), "{text}");
+        }
+        other => panic!("{mode:?}: expected EnvUnsupported at open, got {other:?}"),
+    }
+    assert_eq!(sim_segments(&disk, dir.path(), SHARD), 0, "a failed allocation leaves no file");
+    let db = Database::open_simulated(&disk, dir.path(), config.clone()).unwrap();
     let router = Router::new(db.shard_count() as u32);
     let keys = keys_on(&router, SHARD, "full", 60);
     let other = keys_on(&router, 1, "other", 5);
     let mut acked: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut failed: Vec<Vec<u8>> = Vec::new();
     let mut next = 0usize;
-
-    // The shard's first write creates its first segment: that allocation fails.
-    plan.fail_next_segment_allocs(1);
-    let v = sized_value(next, 100);
-    let err = db.put(&keys[next], &v).unwrap_err();
-    assert!(err.is_disk_full(), "{mode:?}: {err:?}");
-    assert!(matches!(err, Error::Io { .. }), "{mode:?}: {err:?}");
-    let text = err.to_string();
-    assert!(text.contains("WAL segment") && text.contains("shard-000"), "{text}");
-    assert_eq!(db.get(&keys[next]).unwrap(), None, "a refused put must not be visible");
-    assert_eq!(segment_count(dir.path(), SHARD), 0, "a failed allocation leaves no file");
-    // Another shard is unaffected; the fault is spent, so the same put now succeeds.
     db.put(&other[0], b"elsewhere").unwrap();
     acked.push((other[0].clone(), b"elsewhere".to_vec()));
-    db.put(&keys[next], &v).unwrap();
-    acked.push((keys[next].clone(), v));
-    next += 1;
 
     // Fill the first segment until the shard rolls over once.
-    while segment_count(dir.path(), SHARD) < 2 {
+    while sim_segments(&disk, dir.path(), SHARD) < 2 {
         assert!(next < 30, "{mode:?}: no rollover after {next} puts of {BIG} bytes");
         let v = sized_value(next, BIG);
         db.put(&keys[next], &v).unwrap();
@@ -69,8 +73,8 @@ fn injected_full_disk(mode: WalSyncMode) {
     }
 
     // Now the next rollover hits a "full disk", twice.
-    plan.fail_next_segment_allocs(2);
-    let segments_before = segment_count(dir.path(), SHARD);
+    disk.inject(Fault::next(FaultOp::Allocate, libc::ENOSPC).on_path("shard-000").times(2));
+    let segments_before = sim_segments(&disk, dir.path(), SHARD);
     let mut errors = 0;
     while errors < 2 {
         assert!(next < keys.len(), "{mode:?}: no rollover needed a new segment");
@@ -79,16 +83,19 @@ fn injected_full_disk(mode: WalSyncMode) {
             Ok(()) => acked.push((keys[next].clone(), v)),
             Err(e) => {
                 assert!(e.is_disk_full(), "{mode:?}: {e:?}");
+                assert!(matches!(e, Error::Io { .. }), "{mode:?}: {e:?}");
+                let text = e.to_string();
+                assert!(text.contains("WAL segment") && text.contains("shard-000"), "{text}");
                 failed.push(keys[next].clone());
                 errors += 1;
                 // Reads keep working while writes are refused.
                 assert_all_present(&db, &acked, "during the full disk");
-                assert_eq!(db.get(&keys[next]).unwrap(), None);
+                assert_eq!(db.get(&keys[next]).unwrap(), None, "a refused put must not be visible");
             }
         }
         next += 1;
     }
-    assert_eq!(segment_count(dir.path(), SHARD), segments_before, "no half-made segment");
+    assert_eq!(sim_segments(&disk, dir.path(), SHARD), segments_before, "no half-made segment");
     // The shard is not poisoned: a full disk at allocation puts nothing durable in doubt.
     db.sync().unwrap();
     db.put(&other[1], b"still fine").unwrap();
@@ -101,12 +108,11 @@ fn injected_full_disk(mode: WalSyncMode) {
         acked.push((keys[next].clone(), v));
         next += 1;
     }
-    assert_eq!(segment_count(dir.path(), SHARD), segments_before + 1);
+    assert_eq!(sim_segments(&disk, dir.path(), SHARD), segments_before + 1);
     assert_all_present(&db, &acked, "after the full disk");
     db.close().unwrap();
 
-    let db =
-        Database::open(dir.path(), LightningDbConfig { shards: 2, ..small_config(mode) }).unwrap();
+    let db = Database::open_simulated(&disk, dir.path(), config).unwrap();
     assert_all_present(&db, &acked, &format!("{mode:?} after reopen"));
     for k in &failed {
         assert_eq!(db.get(k).unwrap(), None, "{mode:?}: a refused put came back after reopen");

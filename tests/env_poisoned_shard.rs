@@ -1,5 +1,5 @@
 //! Hostile environment: a failed fdatasync (Normal mode) or durable write (Sync mode), injected
-//! with `FaultPlan`, poisons its shard and only its shard. The poisoned shard refuses every
+//! on the simulated disk, poisons its shard and only its shard. The poisoned shard refuses every
 //! write with `Error::Poisoned` and never reports success (sync, flush, close); other shards
 //! keep accepting writes, reads keep working, and after a reopen every acknowledged write is
 //! there, no refused one is, and the shard accepts writes again.
@@ -8,17 +8,19 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use common::hostile::{assert_all_present, keys_on, sized_value};
 use common::small_config;
 use lightning_db::router::Router;
-use lightning_db::{Database, Error, FaultPlan, LightningDbConfig, WalSyncMode, WriteBatch};
+use lightning_db::sim::{Fault, FaultOp, SimDisk};
+use lightning_db::{Database, Error, LightningDbConfig, WalSyncMode, WriteBatch};
 
 const POISONED_SHARD: usize = 1;
 
-fn poisoned_config(plan: &Arc<FaultPlan>, mode: WalSyncMode) -> LightningDbConfig {
-    LightningDbConfig { shards: 3, fault_plan: Some(plan.clone()), ..small_config(mode) }
+/// No timed sync or idle claim within a test: only the syncs the test asks for run, so the
+/// injected fault hits the one it means.
+fn poisoned_config(mode: WalSyncMode) -> LightningDbConfig {
+    LightningDbConfig { shards: 3, sync_interval_ms: 60_000, ..small_config(mode) }
 }
 
 fn assert_poisoned(result: lightning_db::Result<()>, what: &str) {
@@ -57,12 +59,14 @@ fn check_poisoned(
 }
 
 fn reopen_after_poison(
+    disk: &SimDisk,
     dir: &Path,
     mode: WalSyncMode,
     acked: &[(Vec<u8>, Vec<u8>)],
     refused: &[Vec<u8>],
 ) {
-    let db = Database::open(dir, LightningDbConfig { shards: 3, ..small_config(mode) }).unwrap();
+    let config = LightningDbConfig { shards: 3, ..small_config(mode) };
+    let db = Database::open_simulated(disk, dir, config).unwrap();
     assert_all_present(&db, acked, &format!("{mode:?} after reopen"));
     for k in refused {
         assert_eq!(db.get(k).unwrap(), None, "{mode:?}: a refused write came back");
@@ -77,9 +81,9 @@ fn reopen_after_poison(
 #[test]
 fn failed_fdatasync_poisons_its_shard_normal_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = Arc::new(FaultPlan::new());
-    plan.only_shard(POISONED_SHARD);
-    let db = Database::open(dir.path(), poisoned_config(&plan, WalSyncMode::Normal)).unwrap();
+    let disk = SimDisk::new(1);
+    let db =
+        Database::open_simulated(&disk, dir.path(), poisoned_config(WalSyncMode::Normal)).unwrap();
     let router = Router::new(db.shard_count() as u32);
     let on_s = keys_on(&router, POISONED_SHARD, "s", 10);
     let off_s = keys_on(&router, 0, "o", 10);
@@ -91,7 +95,7 @@ fn failed_fdatasync_poisons_its_shard_normal_mode() {
     }
     // Everything so far is durable, and no sync is in flight when the fault is armed.
     db.sync().unwrap();
-    plan.fail_next_fdatasyncs(1);
+    disk.inject(Fault::next(FaultOp::Sync, libc::EIO).on_path("shard-001"));
     // Normal mode acknowledges before the sync: this put succeeds, its sync will fail.
     db.put(&on_s[5], b"acked, sync fails").unwrap();
     acked.push((on_s[5].clone(), b"acked, sync fails".to_vec()));
@@ -104,15 +108,15 @@ fn failed_fdatasync_poisons_its_shard_normal_mode() {
     println!("NOTE: sync error was: {err}");
     check_poisoned(&db, &mut acked, &on_s[0], &on_s[6..], &off_s[5..]);
     assert_poisoned(db.close(), "close");
-    reopen_after_poison(dir.path(), WalSyncMode::Normal, &acked, &on_s[6..8]);
+    reopen_after_poison(&disk, dir.path(), WalSyncMode::Normal, &acked, &on_s[6..8]);
 }
 
 #[test]
 fn failed_durable_write_poisons_its_shard_sync_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = Arc::new(FaultPlan::new());
-    plan.only_shard(POISONED_SHARD);
-    let db = Database::open(dir.path(), poisoned_config(&plan, WalSyncMode::Sync)).unwrap();
+    let disk = SimDisk::new(2);
+    let db =
+        Database::open_simulated(&disk, dir.path(), poisoned_config(WalSyncMode::Sync)).unwrap();
     let router = Router::new(db.shard_count() as u32);
     let on_s = keys_on(&router, POISONED_SHARD, "s", 10);
     let off_s = keys_on(&router, 0, "o", 10);
@@ -122,7 +126,7 @@ fn failed_durable_write_poisons_its_shard_sync_mode() {
         db.put(k, &v).unwrap();
         acked.push((k.clone(), v));
     }
-    plan.fail_next_fdatasyncs(1);
+    disk.inject(Fault::next(FaultOp::Write, libc::EIO).on_path("shard-001"));
     // Sync mode acknowledges at the durable write: that write fails, so the put does.
     let err = db.put(&on_s[5], b"never acknowledged").unwrap_err();
     match &err {
@@ -135,5 +139,5 @@ fn failed_durable_write_poisons_its_shard_sync_mode() {
     assert_eq!(db.get(&on_s[5]).unwrap(), None);
     check_poisoned(&db, &mut acked, &on_s[0], &on_s[6..], &off_s[5..]);
     assert_poisoned(db.close(), "close");
-    reopen_after_poison(dir.path(), WalSyncMode::Sync, &acked, &on_s[6..8]);
+    reopen_after_poison(&disk, dir.path(), WalSyncMode::Sync, &acked, &on_s[6..8]);
 }

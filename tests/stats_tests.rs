@@ -50,16 +50,13 @@ fn every_request_is_counted_with_a_latency() {
 
 #[test]
 fn errors_are_counted() {
+    use lightning_db::sim::{Fault, FaultOp, SimDisk};
     let dir = tempfile::tempdir().unwrap();
-    let plan = std::sync::Arc::new(lightning_db::FaultPlan::new());
-    let config = LightningDbConfig {
-        shards: 1,
-        fault_plan: Some(plan.clone()),
-        ..small_config(WalSyncMode::Sync)
-    };
-    let db = Database::open(dir.path(), config).unwrap();
+    let disk = SimDisk::new(4);
+    let config = LightningDbConfig { shards: 1, ..small_config(WalSyncMode::Sync) };
+    let db = Database::open_simulated(&disk, dir.path(), config).unwrap();
     db.put(b"ok", b"v").unwrap();
-    plan.fail_next_fdatasyncs(1);
+    disk.inject(Fault::next(FaultOp::Write, libc::EIO));
     assert!(db.put(b"k", b"v").is_err());
     // Refused on the caller's side: a poisoned shard is not even asked.
     assert!(matches!(db.put(b"k2", b"v"), Err(lightning_db::Error::Poisoned { shard: 0 })));

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{small_config, MODES};
-use lightning_db::{Database, Error, FaultPlan, LightningDbConfig, WalSyncMode};
+use lightning_db::sim::{Fault, FaultOp, SimDisk};
+use lightning_db::{Database, Error, LightningDbConfig, WalSyncMode};
 
 #[test]
 fn sync_succeeds_in_every_mode_with_and_without_pending_writes() {
@@ -27,15 +27,15 @@ fn sync_succeeds_in_every_mode_with_and_without_pending_writes() {
 #[test]
 fn a_failed_sync_of_a_retired_segment_poisons_the_shard() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = Arc::new(FaultPlan::new());
+    let disk = SimDisk::new(3);
     let config = LightningDbConfig {
         shards: 1,
         sync_interval_ms: 60_000, // no timed sync: the rollover's sync is the first one
-        fault_plan: Some(plan.clone()),
         ..small_config(WalSyncMode::Normal)
     };
-    let db = Database::open(dir.path(), config).unwrap();
-    plan.fail_next_fdatasyncs(1);
+    let db = Database::open_simulated(&disk, dir.path(), config).unwrap();
+    // The first segment's first fdatasync through the ring: the one its rollover queues.
+    disk.inject(Fault::next(FaultOp::Sync, libc::EIO).on_path("wal-0000000000000001.log"));
     // 1 MiB segments: ~2.5 MiB of values rolls over at least twice.
     let value = vec![7u8; 100 * 1024];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -54,7 +54,8 @@ fn a_failed_sync_of_a_retired_segment_poisons_the_shard() {
     // Reads keep working, and a reopen clears the poison.
     assert_eq!(db.get("k0000").unwrap(), Some(value.clone()));
     drop(db);
-    let db = Database::open(dir.path(), small_config(WalSyncMode::Normal)).unwrap();
+    let db =
+        Database::open_simulated(&disk, dir.path(), small_config(WalSyncMode::Normal)).unwrap();
     db.put(b"after-reopen", b"ok").unwrap();
     for i in 0..acked {
         assert_eq!(db.get(format!("k{i:04}")).unwrap(), Some(value.clone()), "k{i:04}");

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use divan::{black_box, Bencher};
 use lightning_shards::ingress::{Completion, Request, Responder, WriteOp};
 use lightning_shards::memtable::{Lookup, Memtable};
-use lightning_shards::wal::format::{
-    encode_write_record, parse_record, write_record_bytes, Parsed,
-};
+use lightning_shards::version::{Lsn, Ts};
+use lightning_shards::wal::record::{encode_write, parse, write_record_bytes, Parsed};
 use lightning_shards::{ShardConfig, ShardHandle};
 
 fn main() {
@@ -29,7 +28,7 @@ fn filled() -> Memtable {
     let m = Memtable::new();
     let v: Arc<[u8]> = vec![7u8; 100].into();
     for i in 0..KEYS {
-        m.insert(&key(i), i + 1, Some(v.clone()));
+        m.insert(&key(i), Ts::new(i + 1), Some(v.clone()));
     }
     m
 }
@@ -41,7 +40,7 @@ fn memtable_insert_sequential(b: Bencher) {
     let mut i = 0u64;
     b.bench_local(|| {
         i += 1;
-        m.insert(&key(i), i, Some(v.clone()))
+        m.insert(&key(i), Ts::new(i), Some(v.clone()))
     });
 }
 
@@ -52,7 +51,7 @@ fn memtable_insert_random(b: Bencher) {
     let mut i = 0u64;
     b.bench_local(|| {
         i += 1;
-        m.insert(&key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20), i, Some(v.clone()))
+        m.insert(&key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20), Ts::new(i), Some(v.clone()))
     });
 }
 
@@ -62,7 +61,7 @@ fn memtable_get_hit(b: Bencher) {
     let mut i = 0u64;
     b.bench_local(|| {
         i = (i + 7919) % KEYS;
-        matches!(m.get(black_box(&key(i)), u64::MAX), Lookup::Found(_))
+        matches!(m.get(black_box(&key(i)), Ts::MAX), Lookup::Found(_))
     });
 }
 
@@ -73,7 +72,7 @@ fn memtable_get_miss(b: Bencher) {
     b.bench_local(|| {
         i = (i + 7919) % KEYS;
         let k = ((u128::from(i) << 1) | 1).to_be_bytes();
-        matches!(m.get(black_box(&k), u64::MAX), Lookup::Missing { .. })
+        matches!(m.get(black_box(&k), Ts::MAX), Lookup::Missing { .. })
     });
 }
 
@@ -87,7 +86,7 @@ fn wal_record_encode(b: Bencher) {
     let mut out = Vec::with_capacity(256);
     b.bench_local(|| {
         out.clear();
-        encode_write_record(&mut out, black_box(7), 1, &ops);
+        encode_write(&mut out, black_box(Lsn::new(7)), Ts::new(7), 1, &ops);
         out.len()
     });
 }
@@ -95,9 +94,9 @@ fn wal_record_encode(b: Bencher) {
 #[divan::bench]
 fn wal_record_parse_and_verify(b: Bencher) {
     let mut rec = Vec::new();
-    encode_write_record(&mut rec, 7, 1, &ops());
+    encode_write(&mut rec, Lsn::new(7), Ts::new(7), 1, &ops());
     assert_eq!(rec.len(), write_record_bytes(&ops()));
-    b.bench_local(|| matches!(parse_record(black_box(&rec), 0), Parsed::Record(_)));
+    b.bench_local(|| matches!(parse(black_box(&rec), 0), Parsed::Record(_)));
 }
 
 #[divan::bench(args = [128, 4096, 65536])]

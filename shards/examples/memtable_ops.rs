@@ -13,7 +13,7 @@ fn main() {
     let v = vec![7u8; 100];
     let t = std::time::Instant::now();
     for i in 0..n {
-        m.insert(&key(i), i + 1, Some(v.as_slice().into()));
+        m.insert(&key(i), lightning_shards::version::Ts::new(i + 1), Some(v.as_slice().into()));
     }
     let ins = t.elapsed();
     let t = std::time::Instant::now();
@@ -23,7 +23,7 @@ fn main() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if let Lookup::Found(_) = m.get(&key(x % n), u64::MAX) {
+        if let Lookup::Found(_) = m.get(&key(x % n), lightning_shards::version::Ts::MAX) {
             found += 1;
         }
     }

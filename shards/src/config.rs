@@ -65,8 +65,6 @@ pub struct ShardConfig {
     pub stall_threshold_ms: u64,
     /// Size limits.
     pub limits: Limits,
-    /// Test hooks that make I/O fail on demand (`None` in production).
-    pub faults: Option<std::sync::Arc<crate::faults::FaultPlan>>,
 }
 
 impl ShardConfig {
@@ -93,7 +91,6 @@ impl ShardConfig {
                 max_value_bytes: 16 << 20,
                 max_batch_bytes: 32 << 20,
             },
-            faults: None,
         }
     }
 }

@@ -13,13 +13,13 @@
 
 pub mod config;
 pub mod error;
-pub mod faults;
 pub mod ingress;
 pub mod io;
 pub mod memtable;
 pub mod runtime;
 pub mod shard;
 pub mod stats;
+pub mod version;
 pub mod view;
 pub mod wal;
 

@@ -1,14 +1,16 @@
-//! The MVCC memtable: an ordered, concurrent map of `(key, sequence)` → value or tombstone.
+//! The MVCC memtable: an ordered, concurrent map of `(key, timestamp)` → value or tombstone.
 //!
 //! Written only by its shard thread; read concurrently by caller threads (the published read
-//! view, `docs/ARCHITECTURE.md` "Reads and MVCC"). Entries sort by key ascending, then sequence *descending*,
-//! so the newest version of a key comes first. A reader at snapshot `s` sees, per key, the
-//! newest version with sequence `<= s`.
+//! view, `docs/ARCHITECTURE.md` "Reads and MVCC"). Entries sort by key ascending, then timestamp
+//! *descending*, so the newest version of a key comes first. A reader at snapshot `s` sees,
+//! per key, the newest version with timestamp `<= s`. Versions are keyed on the MVCC
+//! timestamp (`version::Ts`), never on a log position.
 //!
 //! Old versions are removed by the shard (`collect_garbage`) only when a newer version is at or
 //! below the GC watermark, i.e. visible to every registered snapshot. Point reads do not
 //! register: a get that finds only versions newer than its snapshot re-reads the visible
-//! sequence and retries (see `get`), which stays correct while older versions disappear.
+//! timestamp and retries (`view::ShardView::get`), which stays correct while older versions
+//! disappear.
 
 use std::cmp::Ordering;
 use std::ops::Bound;
@@ -18,8 +20,7 @@ use std::sync::Arc;
 use crossbeam_epoch::{self as epoch, Guard};
 use crossbeam_skiplist::base::{Entry, SkipList};
 
-/// Sequence numbers start at 1; 0 sorts after every real version of a key.
-pub const SEQ_MIN: u64 = 1;
+use crate::version::Ts;
 
 /// Approximate per-entry overhead of the skiplist node, for memory accounting.
 const ENTRY_OVERHEAD_BYTES: usize = 96;
@@ -87,17 +88,17 @@ impl std::borrow::Borrow<[u8]> for KeyBytes {
     }
 }
 
-/// A key plus its version. Orders by key ascending, then sequence descending.
+/// A key plus its version. Orders by key ascending, then timestamp descending.
 #[derive(Clone, Debug)]
 pub struct VersionedKey {
-    seq: u64,
+    ts: Ts,
     key: KeyBytes,
 }
 
 impl VersionedKey {
-    /// Builds from a key and a sequence.
-    pub fn new(key: &[u8], seq: u64) -> Self {
-        VersionedKey { seq, key: KeyBytes::new(key) }
+    /// Builds from a key and a timestamp.
+    pub fn new(key: &[u8], ts: Ts) -> Self {
+        VersionedKey { ts, key: KeyBytes::new(key) }
     }
 
     /// The user key.
@@ -105,9 +106,9 @@ impl VersionedKey {
         self.key.as_slice()
     }
 
-    /// The version's sequence number.
-    pub fn seq(&self) -> u64 {
-        self.seq
+    /// The version's timestamp.
+    pub fn ts(&self) -> Ts {
+        self.ts
     }
 
     fn heap_bytes(&self) -> usize {
@@ -117,7 +118,7 @@ impl VersionedKey {
 
 impl PartialEq for VersionedKey {
     fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq && self.key() == other.key()
+        self.ts == other.ts && self.key() == other.key()
     }
 }
 
@@ -125,7 +126,7 @@ impl Eq for VersionedKey {}
 
 impl Ord for VersionedKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.key().cmp(other.key()).then_with(|| other.seq.cmp(&self.seq))
+        self.key().cmp(other.key()).then_with(|| other.ts.cmp(&self.ts))
     }
 }
 
@@ -148,8 +149,8 @@ pub enum Lookup {
     Deleted,
     /// No visible version; `newest_invisible` is the newest version that was too new, if any.
     Missing {
-        /// Sequence of the newest version above the snapshot.
-        newest_invisible: Option<u64>,
+        /// Timestamp of the newest version above the snapshot.
+        newest_invisible: Option<Ts>,
     },
 }
 
@@ -178,7 +179,7 @@ pub struct Chunk {
 /// both).
 pub struct Memtable {
     map: SkipList<VersionedKey, Slot>,
-    latest: papaya::HashMap<KeyBytes, (u64, Slot), foldhash::fast::RandomState>,
+    latest: papaya::HashMap<KeyBytes, (Ts, Slot), foldhash::fast::RandomState>,
     approx_bytes: AtomicUsize,
 }
 
@@ -220,20 +221,20 @@ impl Memtable {
 
     /// Shard-side: inserts a version. Returns true when the key has an older version, so the
     /// caller can queue the key for garbage collection. Versions of a key arrive in increasing
-    /// sequence order (one writer per shard), so the index always holds the newest.
-    pub fn insert(&self, key: &[u8], seq: u64, value: Slot) -> bool {
-        debug_assert!(seq >= SEQ_MIN);
-        let vk = VersionedKey::new(key, seq);
+    /// timestamp order (one writer per shard), so the index always holds the newest.
+    pub fn insert(&self, key: &[u8], ts: Ts, value: Slot) -> bool {
+        debug_assert!(ts >= Ts::FIRST);
+        let vk = VersionedKey::new(key, ts);
         let index_key = vk.key.clone();
         let mut bytes =
             vk.heap_bytes() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES;
         let guard = &epoch::pin();
         self.map.insert(vk, value.clone(), guard).release(guard);
         let index = self.latest.pin();
-        let older = match index.insert(index_key, (seq, value)) {
+        let older = match index.insert(index_key, (ts, value)) {
             Some(&(previous, _)) => {
-                // Equal when a batch writes the same key twice (one sequence per batch).
-                debug_assert!(previous <= seq);
+                // Equal when a batch writes the same key twice (one timestamp per batch).
+                debug_assert!(previous <= ts);
                 true
             }
             None => {
@@ -245,11 +246,11 @@ impl Memtable {
         older
     }
 
-    /// The newest version of `key` with sequence `<= snapshot`.
-    pub fn get(&self, key: &[u8], snapshot: u64) -> Lookup {
+    /// The newest version of `key` with timestamp `<= snapshot`.
+    pub fn get(&self, key: &[u8], snapshot: Ts) -> Lookup {
         match self.latest.pin().get(key) {
             None => return Lookup::Missing { newest_invisible: None },
-            Some((seq, slot)) if *seq <= snapshot => {
+            Some((ts, slot)) if *ts <= snapshot => {
                 return match slot {
                     Some(v) => Lookup::Found(v.to_vec()),
                     None => Lookup::Deleted,
@@ -261,23 +262,23 @@ impl Memtable {
     }
 
     /// `get` by walking the ordered versions (used when the newest is not yet visible).
-    fn get_ordered(&self, key: &[u8], snapshot: u64) -> Lookup {
+    fn get_ordered(&self, key: &[u8], snapshot: Ts) -> Lookup {
         let guard = &epoch::pin();
-        let probe = VersionedKey::new(key, u64::MAX);
+        let probe = VersionedKey::new(key, Ts::MAX);
         let mut cursor = self.map.lower_bound(Bound::Included(&probe), guard);
         let mut newest_invisible = None;
         while let Some(entry) = cursor {
             if entry.key().key() != key {
                 break;
             }
-            let seq = entry.key().seq();
-            if seq <= snapshot {
+            let ts = entry.key().ts();
+            if ts <= snapshot {
                 return match entry.value() {
                     Some(v) => Lookup::Found(v.to_vec()),
                     None => Lookup::Deleted,
                 };
             }
-            newest_invisible.get_or_insert(seq);
+            newest_invisible.get_or_insert(ts);
             cursor = entry.next();
         }
         Lookup::Missing { newest_invisible }
@@ -285,7 +286,7 @@ impl Memtable {
 
     /// Shard-side: removes the versions of `key` that no snapshot at or above `watermark` can
     /// see (everything older than the newest version `<= watermark`). Returns bytes freed.
-    pub fn collect_garbage(&self, key: &[u8], watermark: u64) -> usize {
+    pub fn collect_garbage(&self, key: &[u8], watermark: Ts) -> usize {
         let guard = &epoch::pin();
         let probe = VersionedKey::new(key, watermark);
         let Some(keep) = self.map.lower_bound(Bound::Included(&probe), guard) else { return 0 };
@@ -313,7 +314,7 @@ impl Memtable {
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        snapshot: u64,
+        snapshot: Ts,
         direction: Direction,
         limit: usize,
     ) -> Chunk {
@@ -329,17 +330,17 @@ impl Memtable {
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        snapshot: u64,
+        snapshot: Ts,
         limit: usize,
         guard: &Guard,
     ) -> Chunk {
         let mut out = Chunk::default();
         let mut cursor = match lower {
             Bound::Included(k) => {
-                self.map.lower_bound(Bound::Included(&VersionedKey::new(k, u64::MAX)), guard)
+                self.map.lower_bound(Bound::Included(&VersionedKey::new(k, Ts::MAX)), guard)
             }
             Bound::Excluded(k) => {
-                self.map.lower_bound(Bound::Excluded(&VersionedKey::new(k, 0)), guard)
+                self.map.lower_bound(Bound::Excluded(&VersionedKey::new(k, Ts::ZERO)), guard)
             }
             Bound::Unbounded => self.map.front(guard),
         };
@@ -351,7 +352,7 @@ impl Memtable {
                 return out; // resume_after stays None: exhausted
             }
             let decided = current.as_ref().is_some_and(|c| c.key().key() == key);
-            if !decided && entry.key().seq() <= snapshot {
+            if !decided && entry.key().ts() <= snapshot {
                 if out.entries.len() == limit {
                     out.resume_after = current.map(|c| c.key().key().to_vec());
                     return out;
@@ -370,17 +371,17 @@ impl Memtable {
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        snapshot: u64,
+        snapshot: Ts,
         limit: usize,
         guard: &Guard,
     ) -> Chunk {
         let mut out = Chunk::default();
         let mut cursor = match upper {
             Bound::Excluded(k) => {
-                self.map.upper_bound(Bound::Excluded(&VersionedKey::new(k, u64::MAX)), guard)
+                self.map.upper_bound(Bound::Excluded(&VersionedKey::new(k, Ts::MAX)), guard)
             }
             Bound::Included(k) => {
-                self.map.upper_bound(Bound::Included(&VersionedKey::new(k, 0)), guard)
+                self.map.upper_bound(Bound::Included(&VersionedKey::new(k, Ts::ZERO)), guard)
             }
             Bound::Unbounded => self.map.back(guard),
         };
@@ -399,7 +400,7 @@ impl Memtable {
                 return out;
             }
             let prev = entry.prev();
-            if entry.key().seq() <= snapshot {
+            if entry.key().ts() <= snapshot {
                 pending = Some(entry);
             }
             cursor = prev;
@@ -449,8 +450,12 @@ fn above_lower(key: &[u8], lower: Bound<&[u8]>) -> bool {
 mod tests {
     use super::*;
 
-    fn put(m: &Memtable, k: &[u8], seq: u64, v: &[u8]) -> bool {
-        m.insert(k, seq, Some(v.into()))
+    fn put(m: &Memtable, k: &[u8], ts: u64, v: &[u8]) -> bool {
+        m.insert(k, Ts::new(ts), Some(v.into()))
+    }
+
+    fn t(n: u64) -> Ts {
+        Ts::new(n)
     }
 
     #[test]
@@ -458,12 +463,12 @@ mod tests {
         let m = Memtable::new();
         assert!(!put(&m, b"a", 1, b"a1"));
         assert!(put(&m, b"a", 3, b"a3"));
-        m.insert(b"a", 5, None);
-        assert_eq!(m.get(b"a", 2), Lookup::Found(b"a1".to_vec()));
-        assert_eq!(m.get(b"a", 4), Lookup::Found(b"a3".to_vec()));
-        assert_eq!(m.get(b"a", 9), Lookup::Deleted);
-        assert_eq!(m.get(b"b", 9), Lookup::Missing { newest_invisible: None });
-        assert_eq!(m.get(b"a", 0), Lookup::Missing { newest_invisible: Some(5) });
+        m.insert(b"a", t(5), None);
+        assert_eq!(m.get(b"a", t(2)), Lookup::Found(b"a1".to_vec()));
+        assert_eq!(m.get(b"a", t(4)), Lookup::Found(b"a3".to_vec()));
+        assert_eq!(m.get(b"a", t(9)), Lookup::Deleted);
+        assert_eq!(m.get(b"b", t(9)), Lookup::Missing { newest_invisible: None });
+        assert_eq!(m.get(b"a", t(0)), Lookup::Missing { newest_invisible: Some(t(5)) });
     }
 
     #[test]
@@ -471,7 +476,7 @@ mod tests {
         let m = Memtable::new();
         put(&m, b"a\0", 1, b"x");
         put(&m, b"a", 2, b"y");
-        let c = m.chunk(Bound::Unbounded, Bound::Unbounded, 9, Direction::Forward, 10);
+        let c = m.chunk(Bound::Unbounded, Bound::Unbounded, t(9), Direction::Forward, 10);
         let keys: Vec<_> = c.entries.iter().map(|(k, _)| k.as_slice().to_vec()).collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"a\0".to_vec()]);
     }
@@ -482,10 +487,10 @@ mod tests {
         put(&m, b"k", 1, b"1");
         put(&m, b"k", 2, b"2");
         put(&m, b"k", 3, b"3");
-        assert!(m.collect_garbage(b"k", 2) > 0);
+        assert!(m.collect_garbage(b"k", t(2)) > 0);
         assert_eq!(m.version_count(), 2);
-        assert_eq!(m.get(b"k", 2), Lookup::Found(b"2".to_vec()));
-        assert_eq!(m.get(b"k", 9), Lookup::Found(b"3".to_vec()));
+        assert_eq!(m.get(b"k", t(2)), Lookup::Found(b"2".to_vec()));
+        assert_eq!(m.get(b"k", t(9)), Lookup::Found(b"3".to_vec()));
     }
 
     #[test]
@@ -494,11 +499,11 @@ mod tests {
         for i in 0..10u8 {
             put(&m, &[i], u64::from(i) + 1, &[i]);
         }
-        m.insert(&[4], 20, None);
+        m.insert(&[4], t(20), None);
         let fwd = m.chunk(
             Bound::Included(&[2][..]),
             Bound::Excluded(&[8][..]),
-            100,
+            t(100),
             Direction::Forward,
             3,
         );
@@ -507,14 +512,19 @@ mod tests {
             vec![2, 3, 5]
         );
         let next = fwd.resume_after.unwrap();
-        let fwd2 =
-            m.chunk(Bound::Excluded(&next), Bound::Excluded(&[8][..]), 100, Direction::Forward, 3);
+        let fwd2 = m.chunk(
+            Bound::Excluded(&next),
+            Bound::Excluded(&[8][..]),
+            t(100),
+            Direction::Forward,
+            3,
+        );
         assert_eq!(fwd2.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(), vec![6, 7]);
         assert!(fwd2.resume_after.is_none());
         let rev = m.chunk(
             Bound::Included(&[2][..]),
             Bound::Excluded(&[8][..]),
-            100,
+            t(100),
             Direction::Reverse,
             3,
         );
@@ -523,11 +533,16 @@ mod tests {
             vec![7, 6, 5]
         );
         let next = rev.resume_after.unwrap();
-        let rev2 =
-            m.chunk(Bound::Included(&[2][..]), Bound::Excluded(&next), 100, Direction::Reverse, 3);
+        let rev2 = m.chunk(
+            Bound::Included(&[2][..]),
+            Bound::Excluded(&next),
+            t(100),
+            Direction::Reverse,
+            3,
+        );
         assert_eq!(rev2.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(), vec![3, 2]);
         // At an old snapshot the tombstone is invisible and key 4 is back.
-        let old = m.chunk(Bound::Unbounded, Bound::Unbounded, 10, Direction::Forward, 100);
+        let old = m.chunk(Bound::Unbounded, Bound::Unbounded, t(10), Direction::Forward, 100);
         assert_eq!(old.entries.len(), 10);
     }
 }

@@ -100,6 +100,35 @@ impl WalCounters {
     }
 }
 
+/// What the shard's recovery at open cut, set aside or removed (`wal::reader`): all zero after
+/// a clean close.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Records replayed from the WAL.
+    pub records_replayed: u64,
+    /// Torn tails cut (0 or 1 per open).
+    pub tails_cut: u64,
+    /// Bytes thrown away with them.
+    pub bytes_cut: u64,
+    /// Segments set aside (renamed `*.cut`) because they lay past a cut.
+    pub segments_set_aside: u64,
+    /// Files of interrupted segment creations removed.
+    pub temp_files_removed: u64,
+    /// Segments whose tail an earlier open had cut.
+    pub earlier_cuts: u64,
+}
+
+impl RecoveryStats {
+    fn add(&mut self, other: &RecoveryStats) {
+        self.records_replayed += other.records_replayed;
+        self.tails_cut += other.tails_cut;
+        self.bytes_cut += other.bytes_cut;
+        self.segments_set_aside += other.segments_set_aside;
+        self.temp_files_removed += other.temp_files_removed;
+        self.earlier_cuts += other.earlier_cuts;
+    }
+}
+
 /// One shard's statistics.
 #[derive(Clone, Debug)]
 pub struct ShardStats {
@@ -138,6 +167,8 @@ pub struct ShardStats {
     pub memtable_bytes: u64,
     /// Versions held by the memtable.
     pub memtable_versions: u64,
+    /// What recovery did when the shard opened.
+    pub recovery: RecoveryStats,
 }
 
 /// A histogram of `1..=high` at 3 significant digits.
@@ -179,6 +210,7 @@ impl ShardStats {
             cache_misses: 0,
             memtable_bytes: 0,
             memtable_versions: 0,
+            recovery: RecoveryStats::default(),
         }
     }
 
@@ -218,6 +250,18 @@ impl ShardStats {
         self.fdatasyncs = wal.fdatasyncs;
     }
 
+    /// Records what recovery did.
+    pub fn set_recovery(&mut self, report: &crate::wal::reader::RecoveryReport) {
+        self.recovery = RecoveryStats {
+            records_replayed: report.records_applied,
+            tails_cut: u64::from(report.cut.is_some()),
+            bytes_cut: report.cut.as_ref().map_or(0, |c| c.bytes),
+            segments_set_aside: report.set_aside.len() as u64,
+            temp_files_removed: report.temp_files_removed,
+            earlier_cuts: report.earlier_cuts,
+        };
+    }
+
     /// Records a stall.
     pub fn record_stall(&mut self, stall: Stall) {
         self.stall_count += 1;
@@ -247,6 +291,7 @@ impl ShardStats {
         self.cache_misses += other.cache_misses;
         self.memtable_bytes += other.memtable_bytes;
         self.memtable_versions += other.memtable_versions;
+        self.recovery.add(&other.recovery);
     }
 }
 
@@ -286,6 +331,7 @@ impl ShardStats {
             cache_misses: self.cache_misses.saturating_sub(earlier.cache_misses),
             memtable_bytes: self.memtable_bytes,
             memtable_versions: self.memtable_versions,
+            recovery: self.recovery,
         }
     }
 }

@@ -1,10 +1,12 @@
-//! What a shard publishes for caller threads to read directly: its memtable, the highest
-//! sequence whose durability promise is met (`visible_seq`), its poisoned flag, and the
-//! registry of live scan snapshots that bounds garbage collection.
+//! What a shard publishes for caller threads to read directly: its memtable, the visible
+//! watermark (`visible_ts`: the highest timestamp below which every write's durability promise
+//! is met), its poisoned flag, and the registry of live scan snapshots that bounds garbage
+//! collection.
 //!
 //! Shared: written by the shard thread, read by any caller thread. Callers never see a write
-//! before its promise is met, because they read at `visible_seq`, which the shard raises only
-//! after the WAL write (and, in `Sync`, the durable write) for that sequence completed.
+//! before its promise is met, because they read at `visible_ts`, which the shard raises only
+//! after the WAL reached the write in its mode's sense (`shard::core`). Snapshots and the GC
+//! watermark are timestamps, never log positions.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,23 +15,24 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::memtable::{Lookup, Memtable};
+use crate::version::Ts;
 
 /// The shard's published state.
 pub struct ShardView {
     shard_id: usize,
     memtable: ArcSwap<Memtable>,
-    visible_seq: AtomicU64,
+    visible_ts: AtomicU64,
     poisoned: AtomicBool,
-    snapshots: Mutex<BTreeMap<u64, usize>>,
+    snapshots: Mutex<BTreeMap<Ts, usize>>,
 }
 
 impl ShardView {
-    /// A view over `memtable` with everything up to `visible_seq` visible.
-    pub fn new(shard_id: usize, memtable: Arc<Memtable>, visible_seq: u64) -> Self {
+    /// A view over `memtable` with everything up to `visible_ts` visible.
+    pub fn new(shard_id: usize, memtable: Arc<Memtable>, visible_ts: Ts) -> Self {
         ShardView {
             shard_id,
             memtable: ArcSwap::new(memtable),
-            visible_seq: AtomicU64::new(visible_seq),
+            visible_ts: AtomicU64::new(visible_ts.get()),
             poisoned: AtomicBool::new(false),
             snapshots: Mutex::new(BTreeMap::new()),
         }
@@ -45,15 +48,16 @@ impl ShardView {
         self.memtable.load_full()
     }
 
-    /// Highest sequence whose promise is met.
-    pub fn visible_seq(&self) -> u64 {
-        self.visible_seq.load(Ordering::Acquire)
+    /// The visible watermark: the highest timestamp whose promise is met.
+    pub fn visible_ts(&self) -> Ts {
+        Ts::new(self.visible_ts.load(Ordering::Acquire))
     }
 
-    /// Shard-side: raises the visible sequence (never lowers it).
-    pub fn publish(&self, seq: u64) {
-        debug_assert!(seq >= self.visible_seq.load(Ordering::Relaxed));
-        self.visible_seq.store(seq, Ordering::Release);
+    /// Shard-side: raises the visible watermark. It never goes down (asserted: a lower value
+    /// would hide acknowledged writes).
+    pub fn publish(&self, ts: Ts) {
+        assert!(ts.get() >= self.visible_ts.load(Ordering::Relaxed), "visible watermark fell");
+        self.visible_ts.store(ts.get(), Ordering::Release);
     }
 
     /// True once an fdatasync of this shard failed.
@@ -66,22 +70,22 @@ impl ShardView {
         self.poisoned.store(true, Ordering::Release);
     }
 
-    /// The latest visible value of `key`: reads at `visible_seq`, and if the only versions
-    /// found were newer (still in flight), re-reads `visible_seq` once they may have become
+    /// The latest visible value of `key`: reads at `visible_ts`, and if the only versions
+    /// found were newer (still in flight), re-reads `visible_ts` once they may have become
     /// visible, so a concurrent garbage collection of older versions cannot hide the key.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let memtable = self.memtable.load();
-        let mut snapshot = self.visible_seq();
+        let mut snapshot = self.visible_ts();
         loop {
             match memtable.get(key, snapshot) {
                 Lookup::Found(v) => return Some(v),
                 Lookup::Deleted => return None,
                 Lookup::Missing { newest_invisible: None } => return None,
                 Lookup::Missing { newest_invisible: Some(_) } => {
-                    // Versions newer than the snapshot exist. If the visible sequence moved, an
-                    // older version may have been collected below a now-visible newer one:
-                    // look again at the new sequence. Each retry needs visible_seq to advance.
-                    let now = self.visible_seq();
+                    // Versions newer than the snapshot exist. If the watermark moved, an older
+                    // version may have been collected below a now-visible newer one: look
+                    // again at the new watermark. Each retry needs it to advance.
+                    let now = self.visible_ts();
                     if now == snapshot {
                         return None;
                     }
@@ -91,28 +95,28 @@ impl ShardView {
         }
     }
 
-    /// Registers a scan snapshot at the current visible sequence. Garbage collection keeps
-    /// every version this snapshot can see until the returned guard is dropped.
+    /// Registers a scan snapshot at the visible watermark. Garbage collection keeps every
+    /// version this snapshot can see until the returned guard is dropped.
     pub fn snapshot(self: &Arc<Self>) -> Snapshot {
         let mut registry = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = self.visible_seq();
-        *registry.entry(seq).or_insert(0) += 1;
-        Snapshot { view: self.clone(), seq }
+        let ts = self.visible_ts();
+        *registry.entry(ts).or_insert(0) += 1;
+        Snapshot { view: self.clone(), ts }
     }
 
-    /// Shard-side: the highest sequence every live and future reader can see.
-    pub fn gc_watermark(&self) -> u64 {
+    /// Shard-side: the highest timestamp every live and future reader can see.
+    pub fn gc_watermark(&self) -> Ts {
         let registry = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let visible = self.visible_seq();
+        let visible = self.visible_ts();
         registry.keys().next().map_or(visible, |&oldest| oldest.min(visible))
     }
 
-    fn release(&self, seq: u64) {
+    fn release(&self, ts: Ts) {
         let mut registry = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = registry.get_mut(&seq) {
+        if let Some(count) = registry.get_mut(&ts) {
             *count -= 1;
             if *count == 0 {
-                registry.remove(&seq);
+                registry.remove(&ts);
             }
         }
     }
@@ -121,13 +125,13 @@ impl ShardView {
 /// A registered read snapshot of one shard; releases itself on drop.
 pub struct Snapshot {
     view: Arc<ShardView>,
-    seq: u64,
+    ts: Ts,
 }
 
 impl Snapshot {
-    /// The snapshot's sequence.
-    pub fn seq(&self) -> u64 {
-        self.seq
+    /// The snapshot's timestamp.
+    pub fn ts(&self) -> Ts {
+        self.ts
     }
 
     /// The shard view it belongs to.
@@ -138,7 +142,7 @@ impl Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        self.view.release(self.seq);
+        self.view.release(self.ts);
     }
 }
 
@@ -149,21 +153,21 @@ mod tests {
     #[test]
     fn invisible_writes_stay_hidden() {
         let m = Arc::new(Memtable::new());
-        let v = ShardView::new(0, m.clone(), 1);
-        m.insert(b"k", 1, Some(b"old"[..].into()));
-        m.insert(b"k", 2, Some(b"new"[..].into()));
+        let v = ShardView::new(0, m.clone(), Ts::new(1));
+        m.insert(b"k", Ts::new(1), Some(b"old"[..].into()));
+        m.insert(b"k", Ts::new(2), Some(b"new"[..].into()));
         assert_eq!(v.get(b"k"), Some(b"old".to_vec()));
-        v.publish(2);
+        v.publish(Ts::new(2));
         assert_eq!(v.get(b"k"), Some(b"new".to_vec()));
     }
 
     #[test]
     fn snapshots_hold_the_watermark() {
-        let v = Arc::new(ShardView::new(0, Arc::new(Memtable::new()), 5));
+        let v = Arc::new(ShardView::new(0, Arc::new(Memtable::new()), Ts::new(5)));
         let s = v.snapshot();
-        v.publish(9);
-        assert_eq!(v.gc_watermark(), 5);
+        v.publish(Ts::new(9));
+        assert_eq!(v.gc_watermark(), Ts::new(5));
         drop(s);
-        assert_eq!(v.gc_watermark(), 9);
+        assert_eq!(v.gc_watermark(), Ts::new(9));
     }
 }

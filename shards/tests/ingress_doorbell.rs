@@ -9,7 +9,7 @@ use lightning_shards::ingress::{Completion, Request, Responder, WriteOp};
 use lightning_shards::{Limits, ShardConfig, ShardHandle, WalSyncMode};
 
 fn shard(dir: &std::path::Path) -> ShardHandle {
-    ShardHandle::start(ShardConfig {
+    ShardHandle::spawn(ShardConfig {
         shard_id: 0,
         dir: dir.join("shard-000"),
         cpu: None,
@@ -24,8 +24,8 @@ fn shard(dir: &std::path::Path) -> ShardHandle {
         spin_before_park_us: 20_000,
         stall_threshold_ms: 10,
         limits: Limits { max_key_bytes: 64, max_value_bytes: 1024, max_batch_bytes: 1 << 16 },
-        faults: None,
     })
+    .and_then(|s| s.ready())
     .unwrap()
 }
 

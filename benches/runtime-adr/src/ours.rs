@@ -62,7 +62,6 @@ impl OurShard {
                 max_value_bytes: 1 << 20,
                 max_batch_bytes: 4 << 20,
             },
-            faults: None,
         };
         let t0 = Instant::now();
         let handle = ShardHandle::start(config)?;

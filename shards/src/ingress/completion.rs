@@ -75,6 +75,18 @@ impl Completion {
         self.pending.load(Ordering::SeqCst) == 0
     }
 
+    /// Caller-side, without blocking: the result once every part completed (the first error,
+    /// if any; taken, so a second call after an error returns `Ok`).
+    pub fn try_result(&self) -> Option<Result<()>> {
+        if !self.is_done() {
+            return None;
+        }
+        Some(match self.error.lock() {
+            Ok(mut slot) => slot.take().map_or(Ok(()), Err),
+            Err(_) => Err(Error::Closed),
+        })
+    }
+
     /// Caller-side: blocks until every part completed, then returns the first error, if any.
     pub fn wait(&self, policy: &WaitPolicy) -> Result<()> {
         if !self.spin(policy) {

@@ -7,48 +7,9 @@
 mod completion;
 mod queue;
 
+pub use crate::wal::record::WriteOp;
 pub use completion::{Completion, Responder, WaitPolicy};
 pub use queue::{ingress, Inbox, IngressSender};
-
-/// One write operation on one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteOp {
-    /// Set `key` to `value`.
-    Put {
-        /// The key.
-        key: Vec<u8>,
-        /// The value, shared (not copied) between the batch, the WAL encoder and the memtable.
-        value: std::sync::Arc<[u8]>,
-    },
-    /// Remove `key`.
-    Delete {
-        /// The key.
-        key: Vec<u8>,
-    },
-}
-
-impl WriteOp {
-    /// The key written.
-    pub fn key(&self) -> &[u8] {
-        match self {
-            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
-        }
-    }
-
-    /// The value written, `None` for a delete.
-    pub fn value(&self) -> Option<&[u8]> {
-        match self {
-            WriteOp::Put { value, .. } => Some(value),
-            WriteOp::Delete { .. } => None,
-        }
-    }
-
-    /// Bytes this op occupies in a WAL record's payload (its framing included): what
-    /// `max_batch_bytes` counts.
-    pub fn encoded_bytes(&self) -> usize {
-        crate::wal::format::OP_HEADER_BYTES + self.key().len() + self.value().map_or(0, <[u8]>::len)
-    }
-}
 
 /// A message to a shard.
 #[derive(Debug)]
@@ -82,16 +43,4 @@ pub enum Request {
         /// Signalled once the shard has stopped.
         done: Responder,
     },
-}
-
-/// A request its shard is answering: whom to signal, what kind of request it is, and when the
-/// shard took it off its queue (for the engine-side latency in `ShardStats`). Shard-local.
-#[derive(Debug)]
-pub struct Ack {
-    /// The caller's responder.
-    pub done: Responder,
-    /// What the request was.
-    pub kind: crate::stats::OpKind,
-    /// When the shard took it off its queue.
-    pub started: std::time::Instant,
 }

@@ -30,7 +30,8 @@ pub struct Inbox {
 /// The parked flag and the eventfd, shared by both ends.
 pub struct Doorbell {
     parked: AtomicBool,
-    eventfd: EventFd,
+    /// Shared with the ring's armed read of it, which must keep it open until it completes.
+    eventfd: std::sync::Arc<EventFd>,
     /// Times a caller wrote the eventfd (each is one system call).
     rings: AtomicU64,
 }
@@ -40,7 +41,7 @@ pub fn ingress(depth: usize) -> io::Result<(IngressSender, Inbox)> {
     let (tx, rx) = crossbeam_channel::bounded(depth.max(1));
     let bell = std::sync::Arc::new(Doorbell {
         parked: AtomicBool::new(false),
-        eventfd: EventFd::new()?,
+        eventfd: std::sync::Arc::new(EventFd::new()?),
         rings: AtomicU64::new(0),
     });
     Ok((IngressSender { tx, bell: bell.clone() }, Inbox { rx, bell }))
@@ -102,9 +103,9 @@ impl Inbox {
         self.bell.parked.store(false, Ordering::SeqCst);
     }
 
-    /// The doorbell eventfd, for the ring's read SQE.
-    pub fn doorbell_fd(&self) -> std::os::unix::io::RawFd {
-        self.bell.eventfd.raw()
+    /// The doorbell eventfd, for the storage to wait on while parked.
+    pub fn eventfd(&self) -> &std::sync::Arc<EventFd> {
+        &self.bell.eventfd
     }
 }
 

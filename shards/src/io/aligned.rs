@@ -1,8 +1,8 @@
 //! Sector-aligned heap buffers for `O_DIRECT` I/O.
 //!
-//! Shard-local: a buffer is owned by one shard's WAL writer. While an SQE that points into a
-//! buffer is in flight, the buffer must not move or be freed; the WAL writer guarantees it by
-//! owning the buffer for the life of the ring and never reallocating one that is in flight.
+//! Shard-local. While an operation that points into a buffer is in flight, the buffer must not
+//! be freed: a buffer submitted to the ring is wrapped in an [`super::IoBuf`] and owned by the
+//! storage until the operation's completion is reaped (`docs/SAFETY.md`).
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
@@ -26,7 +26,17 @@ pub struct AlignedBuf {
 #[allow(unsafe_code)]
 unsafe impl Send for AlignedBuf {}
 
+// Safety: shared references only read (`as_slice`); writing needs `&mut self`, or the exclusive
+// lease of `leased_mut_slice`.
+#[allow(unsafe_code)]
+unsafe impl Sync for AlignedBuf {}
+
 impl AlignedBuf {
+    /// A buffer of no bytes that owns no allocation (what a leaked buffer leaves behind).
+    pub const fn empty() -> Self {
+        AlignedBuf { ptr: NonNull::dangling(), len: 0 }
+    }
+
     /// Allocates `len` bytes rounded up to whole sectors, zeroed. Returns `None` when the
     /// allocator refuses (the caller turns that into an error).
     #[allow(unsafe_code)]
@@ -43,9 +53,9 @@ impl AlignedBuf {
         self.len
     }
 
-    /// Always false: buffers hold at least one sector.
+    /// True only for [`AlignedBuf::empty`]: allocated buffers hold at least one sector.
     pub fn is_empty(&self) -> bool {
-        false
+        self.len == 0
     }
 
     /// Raw pointer for an SQE.
@@ -56,14 +66,28 @@ impl AlignedBuf {
     /// The bytes.
     #[allow(unsafe_code)]
     pub fn as_slice(&self) -> &[u8] {
-        // Safety: ptr is valid for len initialised bytes for the life of self.
+        // Safety: ptr is valid for len initialised bytes for the life of self (or dangling and
+        // aligned with len 0, which a slice allows).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The bytes, writable.
     #[allow(unsafe_code)]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // Safety: ptr is valid for len initialised bytes and &mut self is exclusive.
+        // Safety: ptr is valid for len initialised bytes (or dangling with len 0) and &mut self
+        // is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl AlignedBuf {
+    /// The bytes, writable through a shared reference: for a registered buffer lent out by
+    /// `RegisteredPool::lease`, whose lease is the one handle that may touch these bytes.
+    #[allow(unsafe_code, clippy::mut_from_ref)]
+    pub(crate) fn leased_mut_slice(&self) -> &mut [u8] {
+        // Safety: the pool hands out at most one lease per buffer (an atomic flag), the lease
+        // holds the pool (so the memory lives), and only the lease calls this, through its own
+        // `&mut self`: no other reference to these bytes exists while the slice lives.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -71,6 +95,9 @@ impl AlignedBuf {
 impl Drop for AlignedBuf {
     #[allow(unsafe_code)]
     fn drop(&mut self) {
+        if self.len == 0 {
+            return; // `empty()`: nothing was allocated
+        }
         if let Ok(layout) = Layout::from_size_align(self.len, SECTOR_BYTES) {
             // Safety: allocated in `zeroed` with exactly this layout.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
@@ -90,6 +117,12 @@ mod tests {
         assert!(b.as_slice().iter().all(|&x| x == 0));
         b.as_mut_slice()[8191] = 1;
         assert_eq!(b.as_slice()[8191], 1);
+    }
+
+    #[test]
+    fn empty_owns_nothing() {
+        let e = AlignedBuf::empty();
+        assert!(e.is_empty() && e.as_slice().is_empty());
     }
 
     #[test]

@@ -1,104 +1,110 @@
-//! Thin, checked wrappers over the few system calls std does not offer: CPU affinity, the
-//! current CPU, eventfd, fallocate, fdatasync.
+//! The few system calls std does not offer, through `rustix` (no `unsafe` here): CPU affinity,
+//! the current CPU, the eventfd doorbell, fallocate, fdatasync, free space, polling.
 //!
-//! Shared: stateless functions, callable from any thread. Every `unsafe` block here passes only
-//! plain values or pointers to locals the call does not retain.
+//! Shared: stateless functions, callable from any thread.
 
 use std::fs::File;
 use std::io;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::fs::FallocateFlags;
+use rustix::thread::CpuSet;
 
 /// The CPUs this process may run on, in ascending order (its affinity mask).
-#[allow(unsafe_code)]
 pub fn allowed_cpus() -> Vec<usize> {
-    // Safety: cpu_set_t is plain data; zeroed is its empty value.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // Safety: set is a valid, writable cpu_set_t of the size passed.
-    let ret =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if ret != 0 {
-        return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
     }
-    // Safety: CPU_ISSET only reads the set.
-    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
 }
 
 /// Pins the calling thread to `cpu`.
-#[allow(unsafe_code)]
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    // Safety: as in allowed_cpus.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // Safety: CPU_SET writes inside the set; cpu is bounds-checked by the macro's callers here.
-    if cpu >= libc::CPU_SETSIZE as usize {
+    if cpu >= CpuSet::MAX_CPU {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // Safety: set is a valid cpu_set_t.
-    check(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })?;
-    Ok(())
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
 }
 
 /// The CPU the calling thread runs on right now (a vDSO call, ~20 ns).
-#[allow(unsafe_code)]
 pub fn current_cpu() -> Option<usize> {
-    // Safety: no arguments.
-    let cpu = unsafe { libc::sched_getcpu() };
-    usize::try_from(cpu).ok()
+    Some(rustix::thread::sched_getcpu())
 }
 
 /// A non-blocking eventfd: the doorbell a caller rings to wake a parked shard.
+#[derive(Debug)]
 pub struct EventFd(OwnedFd);
+
+/// The bytes one `write(2)` to an eventfd adds to its counter: the value 1 in the host's byte
+/// order, which is what the kernel reads (not an on-disk format).
+const EVENTFD_ONE: [u8; 8] = if cfg!(target_endian = "little") {
+    [1, 0, 0, 0, 0, 0, 0, 0]
+} else {
+    [0, 0, 0, 0, 0, 0, 0, 1]
+};
 
 impl EventFd {
     /// Creates an eventfd with counter 0.
-    #[allow(unsafe_code)]
     pub fn new() -> io::Result<Self> {
-        // Safety: plain flags.
-        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // Safety: fd was just returned by eventfd and is owned by nobody else.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(EventFd(fd))
     }
 
     /// Adds 1 to the counter, waking a reader. EAGAIN (counter saturated) is fine: the reader
     /// is being woken anyway.
-    #[allow(unsafe_code)]
     pub fn ring(&self) {
-        let one: u64 = 1;
-        // Safety: writes 8 bytes from a local.
-        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        let _ = rustix::io::write(&self.0, &EVENTFD_ONE);
     }
 
-    /// The raw descriptor, for an io_uring read SQE.
-    pub fn raw(&self) -> RawFd {
-        self.0.as_raw_fd()
+    /// Resets the counter to 0 (a non-blocking read; nothing to read is fine).
+    pub fn clear(&self) {
+        let mut word = [0u8; 8];
+        let _ = rustix::io::read(&self.0, &mut word);
+    }
+
+    /// The descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    /// Blocks until the counter is non-zero or `timeout` passes (`None`: forever).
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        let ts = timeout.map(|t| rustix::event::Timespec {
+            tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(_) => Ok(()),
+            Err(e) if e == rustix::io::Errno::INTR => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
-/// fdatasync(2) outside the ring (used at start-up and shutdown, never on the hot path).
-#[allow(unsafe_code)]
+/// fdatasync(2), blocking (start-up and segment creation, never on the hot path).
 pub fn fdatasync(file: &File) -> io::Result<()> {
-    // Safety: a valid descriptor owned by `file`.
-    check(unsafe { libc::fdatasync(file.as_raw_fd()) }).map(|_| ())
+    rustix::fs::fdatasync(file).map_err(io::Error::from)
 }
 
 /// Reserves `len` bytes of disk for `file` (fallocate mode 0: allocates and extends).
-#[allow(unsafe_code)]
 pub fn fallocate(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    // Safety: a valid descriptor; plain values.
-    check(unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) }).map(|_| ())
+    rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
+}
+
+/// Bytes available to an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Makes a directory's entries durable (after creating or renaming a file in it).
-pub fn fsync_dir(dir: &std::path::Path) -> io::Result<()> {
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -115,9 +121,17 @@ mod tests {
     }
 
     #[test]
-    fn eventfd_rings() {
+    fn eventfd_rings_and_clears() {
         let e = EventFd::new().unwrap();
         e.ring();
-        assert!(e.raw() >= 0);
+        e.wait(Some(Duration::from_secs(5))).unwrap();
+        e.clear();
+        e.wait(Some(Duration::from_millis(1))).unwrap(); // times out quietly
+    }
+
+    #[test]
+    fn free_space_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).unwrap() > 0);
     }
 }

@@ -1,17 +1,20 @@
-//! The shard event loop: turns of work, then spin, then park in the ring.
+//! The shard event loop: turns of work, then spin, then park in the storage.
 //!
-//! Shard-local: runs on the pinned shard thread for its whole life. Each turn reaps the ring's
-//! completions and lets the reactor (the shard) drain its ingress and submit I/O. When a turn
-//! finds nothing to do, the loop keeps polling for `spin_before_park` (yielding the CPU, since
-//! on small machines callers share the shard's core), then announces that it parks, arms the
-//! doorbell read, and blocks in `io_uring_enter` until a completion, the doorbell, or the next
-//! timer deadline.
+//! Shard-local: runs on the pinned shard thread for its whole life. Each turn hands the
+//! storage's finished operations to the reactor (the shard) and lets it drain its ingress and
+//! submit I/O. When a turn finds nothing to do, the loop keeps polling for `spin_before_park`
+//! (yielding the CPU, since on small machines callers share the shard's core), then announces
+//! that it parks and blocks in the storage until an operation finishes, the doorbell rings, or
+//! the next timer deadline passes. Time comes from the storage's clock.
+//!
+//! The loop never waits for operations in flight when it stops: the storage owns everything
+//! they point to, and dropping it waits for them (`io::uring::RING_DRAIN_TIMEOUT`).
 
 use std::time::{Duration, Instant};
 
-use super::ring::{Ring, DOORBELL_TOKEN};
 use crate::error::Result;
 use crate::ingress::Inbox;
+use crate::io::{IoDone, Storage};
 
 /// What a turn did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,11 +28,11 @@ pub enum Turn {
 }
 
 /// The shard logic the loop drives.
-pub trait Reactor {
+pub trait Reactor<S: Storage> {
     /// One turn: drain ingress, handle completions recorded by `on_completion`, submit I/O.
-    fn turn(&mut self, ring: &mut Ring, inbox: &Inbox) -> Turn;
-    /// Records a completion (called while reaping; submit follow-ups in the next `turn`).
-    fn on_completion(&mut self, token: u64, result: i32);
+    fn turn(&mut self, io: &mut S, inbox: &Inbox) -> Turn;
+    /// Records a finished operation (handled in the next `turn`).
+    fn on_completion(&mut self, done: IoDone);
     /// The next timer deadline (e.g. a periodic fdatasync), if any.
     fn next_deadline(&self) -> Option<Instant>;
     /// Called when the loop fails in a way the reactor cannot see (the ring broke).
@@ -44,75 +47,58 @@ pub struct LoopConfig {
 }
 
 /// Runs `reactor` until it returns [`Turn::Stop`].
-pub fn run(ring: &mut Ring, inbox: &Inbox, reactor: &mut impl Reactor, cfg: LoopConfig) {
+pub fn run<S: Storage>(io: &mut S, inbox: &Inbox, reactor: &mut impl Reactor<S>, cfg: LoopConfig) {
     let mut idle_since: Option<Instant> = None;
-    let mut doorbell_armed = false;
+    let mut done = Vec::new();
     loop {
-        if let Err(e) = ring.reap(|token, res| on_cqe(reactor, &mut doorbell_armed, token, res)) {
+        if let Err(e) = io.reap(&mut done) {
             reactor.on_loop_error(e);
         }
-        match reactor.turn(ring, inbox) {
-            Turn::Stop => break,
+        deliver(reactor, &mut done);
+        match reactor.turn(io, inbox) {
+            Turn::Stop => return,
             Turn::Worked => {
                 idle_since = None;
                 continue;
             }
             Turn::Idle => {}
         }
-        let now = Instant::now();
+        let now = io.now();
         let since = *idle_since.get_or_insert(now);
         if now.duration_since(since) < cfg.spin_before_park && !deadline_passed(reactor, now) {
             std::thread::yield_now();
             continue;
         }
-        if let Err(e) = park(ring, inbox, reactor, &mut doorbell_armed) {
+        if let Err(e) = park(io, inbox, reactor, &mut done) {
             reactor.on_loop_error(e);
         }
+        deliver(reactor, &mut done);
         idle_since = None;
     }
-    drain_in_flight(ring, reactor, &mut doorbell_armed);
 }
 
-fn deadline_passed(reactor: &impl Reactor, now: Instant) -> bool {
+fn deliver<S: Storage>(reactor: &mut impl Reactor<S>, done: &mut Vec<IoDone>) {
+    for d in done.drain(..) {
+        reactor.on_completion(d);
+    }
+}
+
+fn deadline_passed<S: Storage>(reactor: &impl Reactor<S>, now: Instant) -> bool {
     reactor.next_deadline().is_some_and(|d| d <= now)
 }
 
-fn on_cqe(reactor: &mut impl Reactor, doorbell_armed: &mut bool, token: u64, res: i32) {
-    if token == DOORBELL_TOKEN {
-        *doorbell_armed = false;
-    } else {
-        reactor.on_completion(token, res);
-    }
-}
-
-fn park(
-    ring: &mut Ring,
+fn park<S: Storage>(
+    io: &mut S,
     inbox: &Inbox,
-    reactor: &mut impl Reactor,
-    doorbell_armed: &mut bool,
+    reactor: &mut impl Reactor<S>,
+    done: &mut Vec<IoDone>,
 ) -> Result<()> {
     if !inbox.announce_park() {
         return Ok(());
     }
-    if !*doorbell_armed {
-        ring.arm_doorbell(inbox.doorbell_fd())?;
-        *doorbell_armed = true;
-    }
-    let timeout = reactor.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
-    let result = ring.wait(timeout, |token, res| on_cqe(reactor, doorbell_armed, token, res));
+    let now = io.now();
+    let timeout = reactor.next_deadline().map(|d| d.saturating_duration_since(now));
+    let result = io.park(inbox, timeout, done);
     inbox.awake();
     result
-}
-
-/// Waits for every tracked operation to complete, so no SQE outlives the buffers it uses.
-fn drain_in_flight(ring: &mut Ring, reactor: &mut impl Reactor, doorbell_armed: &mut bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ring.in_flight() > 0 && Instant::now() < deadline {
-        let step = ring.wait(Some(Duration::from_millis(100)), |token, res| {
-            on_cqe(reactor, doorbell_armed, token, res)
-        });
-        if step.is_err() {
-            break;
-        }
-    }
 }

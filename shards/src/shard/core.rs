@@ -1,91 +1,96 @@
-//! The shard's state machine: applies requests to the WAL and the memtable, acknowledges them
+//! The shard's state machine: places requests in the WAL and the memtable, acknowledges them
 //! when their durability promise holds, syncs on a timer, collects old versions, keeps its
 //! statistics, and stops for good (poisoned) when a durable write fails.
 //!
 //! Shard-local: owned by the shard thread; callers reach it only through its `Inbox` and read
-//! its published `ShardView`.
+//! its published `ShardView`. Generic over the storage, so the same code runs on the real disk
+//! and in the simulation. Invariants, asserted in release builds: the WAL's progress is in
+//! order (`WalProgress::check`), acknowledgements leave in LSN order (`acks.rs`), and the
+//! visible timestamp never passes what the mode's promise covers: the shard publishes a
+//! write's timestamp only when the WAL has reached the write's LSN in the mode's sense
+//! (`Sync`: durable, `Normal`: written out of the process, `Async`: placed).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::acks::{Ack, PendingAcks, Released};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
-use crate::ingress::{Ack, Inbox, Request, Responder, WriteOp};
+use crate::ingress::{Inbox, Request, Responder, WriteOp};
+use crate::io::{IoDone, Storage};
 use crate::memtable::Memtable;
 use crate::runtime::event_loop::{Reactor, Turn};
-use crate::runtime::ring::Ring;
 use crate::stats::{OpKind, ShardStats, Stall};
+use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
-use crate::wal::{
-    DirectWal, MappedWal, WalError, TOKEN_KIND_MASK, TOKEN_WAL_SYNC, TOKEN_WAL_WRITE,
-};
+use crate::wal::reader::RecoveryReport;
+use crate::wal::{Urgency, WalError, WalWriter};
 
 /// Keys whose old versions await collection, at most.
 const GC_QUEUE_MAX: usize = 1 << 20;
 /// Keys collected per turn, at most.
 const GC_PER_TURN: usize = 256;
 
-/// The WAL writer of the shard's mode.
-pub enum Wal {
-    /// `Normal` and `Async`.
-    Mapped(MappedWal),
-    /// `Sync`.
-    Direct(DirectWal),
-}
-
 /// One shard.
-pub struct Shard {
+pub struct Shard<S: Storage> {
     config: ShardConfig,
     view: Arc<ShardView>,
     memtable: Arc<Memtable>,
-    wal: Wal,
-    /// `Normal`: requests whose records are staged, acknowledged once published.
-    staged_acks: Vec<Ack>,
+    wal: Box<dyn WalWriter<S>>,
+    /// The timestamp the next write gets (the shard's own counter, in LSN order).
+    next_ts: Ts,
+    acks: PendingAcks,
     /// Completions recorded while reaping, handled in the next turn.
-    completions: Vec<(u64, i32)>,
-    gc_queue: VecDeque<(Vec<u8>, u64)>,
+    completions: Vec<IoDone>,
+    gc_queue: VecDeque<(Vec<u8>, Ts)>,
     shutdown: Option<Responder>,
+    /// A clean close could not write its durable claim (no room for a segment): stop anyway.
+    claim_failed: bool,
     poisoned: Option<Error>,
     stats: ShardStats,
     stall_threshold: Duration,
 }
 
-impl Shard {
-    /// A shard over replayed state.
+impl<S: Storage> Shard<S> {
+    /// A shard over replayed state: `next_ts` follows the highest replayed timestamp.
     pub fn new(
         config: ShardConfig,
         view: Arc<ShardView>,
         memtable: Arc<Memtable>,
-        wal: Wal,
+        wal: Box<dyn WalWriter<S>>,
+        last_ts: Ts,
+        recovery: &RecoveryReport,
     ) -> Self {
+        let mut stats = ShardStats::new(config.shard_id);
+        stats.set_recovery(recovery);
         Shard {
-            stats: ShardStats::new(config.shard_id),
+            stats,
             stall_threshold: Duration::from_millis(config.stall_threshold_ms),
             config,
             view,
             memtable,
             wal,
-            staged_acks: Vec::new(),
+            next_ts: last_ts.next(),
+            acks: PendingAcks::default(),
             completions: Vec::new(),
             gc_queue: VecDeque::new(),
             shutdown: None,
+            claim_failed: false,
             poisoned: None,
         }
     }
 
-    fn handle(&mut self, req: Request, now: Instant) {
+    fn handle(&mut self, io: &mut S, req: Request, now: Instant) {
         match req {
             Request::Write { op, done } => {
                 let kind = if op.value().is_some() { OpKind::Put } else { OpKind::Delete };
-                let placed = self.place(std::slice::from_ref(&op));
-                self.finish_write(placed, std::iter::once(op), Ack { done, kind, started: now });
+                self.write(io, std::slice::from_ref(&op), Ack { done, kind, started: now });
             }
             Request::Batch { ops, done } => {
-                let placed = self.place(&ops);
-                self.finish_write(placed, ops, Ack { done, kind: OpKind::Batch, started: now });
+                self.write(io, &ops, Ack { done, kind: OpKind::Batch, started: now });
             }
-            Request::Sync { done } => self.sync(Ack { done, kind: OpKind::Sync, started: now }),
+            Request::Sync { done } => self.sync(io, Ack { done, kind: OpKind::Sync, started: now }),
             Request::Stats { reply } => {
                 let _ = reply.try_send(self.snapshot_stats());
             }
@@ -99,11 +104,7 @@ impl Shard {
         ack.done.complete(result);
     }
 
-    fn ack_all(&mut self, acks: Vec<Ack>, result: &Result<()>) {
-        if acks.is_empty() {
-            return;
-        }
-        let now = Instant::now();
+    fn ack_all(&mut self, acks: Vec<Ack>, result: &Result<()>, now: Instant) {
         for ack in acks {
             let r = match result {
                 Ok(()) => Ok(()),
@@ -113,153 +114,133 @@ impl Shard {
         }
     }
 
-    /// Puts the record in the WAL and returns its LSN.
-    fn place(&mut self, ops: &[WriteOp]) -> Result<u64, WalError> {
-        if self.poisoned.is_some() {
-            return Err(WalError::Rejected(Error::Poisoned { shard: self.config.shard_id }));
-        }
-        match &mut self.wal {
-            Wal::Mapped(w) => w.stage(ops),
-            Wal::Direct(w) => w.append(ops),
-        }
-    }
-
-    fn finish_write(
-        &mut self,
-        placed: Result<u64, WalError>,
-        ops: impl IntoIterator<Item = WriteOp>,
-        ack: Ack,
-    ) {
-        let now = ack.started;
-        let lsn = match placed {
-            Ok(lsn) => lsn,
-            Err(WalError::Rejected(e)) => return self.ack(ack, Err(e), now),
-            Err(WalError::Poisoned(e)) => {
-                self.ack(ack, Err(e.duplicate()), now);
-                return self.poison(e);
-            }
-        };
-        self.apply(lsn, ops);
-        match (&mut self.wal, self.config.wal_sync_mode) {
-            // Acknowledged when its group is durable.
-            (Wal::Direct(w), _) => {
-                if let Some(ack) = w.attach(ack) {
-                    self.ack(ack, Ok(()), now);
-                }
-            }
-            (Wal::Mapped(_), WalSyncMode::Async) => {
-                self.view.publish(lsn);
-                self.ack(ack, Ok(()), now);
-            }
-            (Wal::Mapped(_), _) => self.staged_acks.push(ack),
-        }
-    }
-
-    fn apply(&mut self, lsn: u64, ops: impl IntoIterator<Item = WriteOp>) {
-        for op in ops {
-            let (key, value) = match op {
-                WriteOp::Put { key, value } => (key, Some(value)),
-                WriteOp::Delete { key } => (key, None),
-            };
-            // An overwritten key's older versions are collected later; the queue is bounded
-            // (past it, old versions wait for the key's next overwrite).
-            if self.memtable.insert(&key, lsn, value) && self.gc_queue.len() < GC_QUEUE_MAX {
-                self.gc_queue.push_back((key, lsn));
-            }
-        }
-    }
-
-    fn sync(&mut self, ack: Ack) {
+    /// Places one WAL record for `ops` and applies them to the memtable (invisible until the
+    /// record's promise holds).
+    fn write(&mut self, io: &mut S, ops: &[WriteOp], ack: Ack) {
         let now = ack.started;
         if self.poisoned.is_some() {
             return self.ack(ack, Err(Error::Poisoned { shard: self.config.shard_id }), now);
         }
-        self.publish_normal(now);
-        let ready = match &mut self.wal {
-            Wal::Mapped(w) => w.request_sync(ack),
-            Wal::Direct(w) => w.request_sync(ack),
+        let ts = self.next_ts;
+        let lsn = match self.wal.append(io, ts, ops) {
+            Ok(lsn) => lsn,
+            Err(WalError::Rejected(e)) => return self.ack(ack, Err(e), now),
+            Err(WalError::Poisoned(e)) => {
+                self.ack(ack, Err(e.duplicate()), now);
+                return self.poison(e, now);
+            }
         };
-        if let Some(ack) = ready {
-            self.ack(ack, Ok(()), now);
+        self.next_ts = ts.next();
+        self.apply(ts, ops);
+        self.acks.push_write(lsn, ts, ack);
+        if self.config.wal_sync_mode == WalSyncMode::Async {
+            self.settle(now); // acknowledged at placement
         }
     }
 
-    /// `Normal`/`Async`: copies staged records into the segment, raises the visible sequence
-    /// and acknowledges the `Normal` requests whose records are now out of the process.
-    fn publish_normal(&mut self, now: Instant) {
-        let Wal::Mapped(w) = &mut self.wal else { return };
-        let written = w.publish_staged();
-        if self.config.wal_sync_mode == WalSyncMode::Normal && !self.staged_acks.is_empty() {
-            self.view.publish(written);
-            for ack in std::mem::take(&mut self.staged_acks) {
-                self.ack(ack, Ok(()), now);
+    fn apply(&mut self, ts: Ts, ops: &[WriteOp]) {
+        for op in ops {
+            let value = match op {
+                WriteOp::Put { value, .. } => Some(value.clone()),
+                WriteOp::Delete { .. } => None,
+            };
+            // An overwritten key's older versions are collected later; the queue is bounded
+            // (past it, old versions wait for the key's next overwrite).
+            if self.memtable.insert(op.key(), ts, value) && self.gc_queue.len() < GC_QUEUE_MAX {
+                self.gc_queue.push_back((op.key().to_vec(), ts));
             }
         }
     }
 
-    fn poison(&mut self, err: Error) {
+    fn sync(&mut self, io: &mut S, ack: Ack) {
+        let now = ack.started;
+        if self.poisoned.is_some() {
+            return self.ack(ack, Err(Error::Poisoned { shard: self.config.shard_id }), now);
+        }
+        self.wal.publish(io);
+        let target = self.wal.progress().staged;
+        self.acks.push_sync(target, ack);
+        self.settle(now);
+    }
+
+    /// The LSN up to which writes are acknowledged in this shard's mode.
+    fn promise_point(&self) -> (Lsn, Lsn) {
+        let p = self.wal.progress();
+        p.check();
+        let point = match self.config.wal_sync_mode {
+            WalSyncMode::Sync => p.durable,
+            WalSyncMode::Normal => p.written,
+            WalSyncMode::Async => p.staged,
+        };
+        (point, p.durable)
+    }
+
+    /// Acknowledges everything the WAL's progress covers, after publishing its timestamps.
+    fn settle(&mut self, now: Instant) {
+        if self.acks.is_empty() || self.poisoned.is_some() {
+            return;
+        }
+        let (point, durable) = self.promise_point();
+        let mut released = Released::default();
+        self.acks.release(point, durable, &mut released);
+        if let Some(ts) = released.visible {
+            // Before the acknowledgements: a caller reads its own write once told it is done.
+            self.view.publish(ts);
+        }
+        self.ack_all(released.acks, &Ok(()), now);
+    }
+
+    fn poison(&mut self, err: Error, now: Instant) {
         log::error!(
             "shard {} poisoned, rejecting writes until reopened: {err}",
             self.config.shard_id
         );
         self.view.poison();
-        let mut waiting = std::mem::take(&mut self.staged_acks);
-        waiting.extend(match &mut self.wal {
-            Wal::Mapped(w) => w.take_waiters(),
-            Wal::Direct(w) => w.take_waiters(),
-        });
-        self.ack_all(waiting, &Err(err.duplicate()));
+        let waiting = self.acks.take_all();
+        self.ack_all(waiting, &Err(err.duplicate()), now);
         self.poisoned = Some(err);
     }
 
-    fn handle_completions(&mut self) -> bool {
+    fn handle_completions(&mut self, io: &mut S, now: Instant) -> bool {
         if self.completions.is_empty() {
             return false;
         }
-        for (token, result) in std::mem::take(&mut self.completions) {
-            let outcome = match (token & TOKEN_KIND_MASK, &mut self.wal) {
-                (TOKEN_WAL_SYNC, Wal::Mapped(w)) => w.on_sync_complete(token, result),
-                (TOKEN_WAL_WRITE, Wal::Direct(w)) => {
-                    w.on_write_complete(token, result).map(|done| {
-                        self.view.publish(done.last_lsn);
-                        done.waiters
-                    })
-                }
-                _ => Ok(Vec::new()),
-            };
-            match outcome {
-                Ok(acks) => self.ack_all(acks, &Ok(())),
-                Err(e) => self.poison(e.into_error()),
+        for done in std::mem::take(&mut self.completions) {
+            if self.poisoned.is_some() {
+                continue; // the storage took care of the memory; nothing else matters now
+            }
+            if let Err(e) = self.wal.on_completion(io, done) {
+                self.poison(e.into_error(), now);
             }
         }
         true
     }
 
-    fn submit_io(&mut self, ring: &mut Ring, now: Instant) {
+    fn submit_io(&mut self, io: &mut S, now: Instant) {
         if self.poisoned.is_some() {
             return;
         }
-        let outcome = match &mut self.wal {
-            Wal::Mapped(w) => {
-                let force = w.has_sync_waiters() || self.shutdown.is_some();
-                w.maybe_start_sync(ring, now, force)
+        let closing = self.shutdown.is_some() && !self.claim_failed;
+        let urgency = Urgency { sync_now: self.acks.has_syncs() || closing, claim_now: closing };
+        match self.wal.submit(io, now, urgency) {
+            Ok(()) => {}
+            Err(WalError::Poisoned(e)) => self.poison(e, now),
+            Err(WalError::Rejected(e)) => {
+                log::warn!("shard {}: could not write a durable claim: {e}", self.config.shard_id);
+                self.claim_failed |= closing;
             }
-            Wal::Direct(w) => w.submit(ring),
-        };
-        if let Err(e) = outcome {
-            self.poison(e.into_error());
         }
     }
 
     fn collect_garbage(&mut self) -> bool {
-        let Some(&(_, first_seq)) = self.gc_queue.front() else { return false };
+        let Some(&(_, first)) = self.gc_queue.front() else { return false };
         let watermark = self.view.gc_watermark();
-        if first_seq > watermark {
+        if first > watermark {
             return false;
         }
         for _ in 0..GC_PER_TURN {
             match self.gc_queue.front() {
-                Some((_, seq)) if *seq <= watermark => {}
+                Some((_, ts)) if *ts <= watermark => {}
                 _ => break,
             }
             if let Some((key, _)) = self.gc_queue.pop_front() {
@@ -271,25 +252,21 @@ impl Shard {
 
     fn snapshot_stats(&self) -> ShardStats {
         let mut s = self.stats.clone();
-        s.set_wal(match &self.wal {
-            Wal::Mapped(w) => w.counters(),
-            Wal::Direct(w) => w.counters(),
-        });
+        s.set_wal(self.wal.counters());
         s.memtable_bytes = self.memtable.approx_bytes() as u64;
         s.memtable_versions = self.memtable.version_count() as u64;
         s
     }
 
-    /// True once a shutdown was requested and no write or sync is outstanding.
+    /// True once a shutdown was requested and the log is closed: everything placed is durable
+    /// and covered by a durable claim (or the shard is poisoned, or the claim cannot be written).
     fn ready_to_stop(&self) -> bool {
-        self.shutdown.is_some()
-            && match &self.wal {
-                Wal::Mapped(w) => {
-                    self.poisoned.is_some()
-                        || (!w.sync_in_flight() && w.durable_lsn() == w.written_lsn())
-                }
-                Wal::Direct(w) => !w.busy(),
-            }
+        if self.shutdown.is_none() {
+            return false;
+        }
+        let p = self.wal.progress();
+        let closed = self.wal.is_idle() && p.claimed >= p.staged && self.acks.is_empty();
+        self.poisoned.is_some() || closed || (self.claim_failed && self.wal.is_idle())
     }
 
     fn stop(&mut self, inbox: &Inbox) {
@@ -307,7 +284,7 @@ impl Shard {
     }
 
     /// Drains up to `ingress_batch_max` requests. Returns how many were handled.
-    fn drain(&mut self, inbox: &Inbox, now: Instant) -> usize {
+    fn drain(&mut self, io: &mut S, inbox: &Inbox, now: Instant) -> usize {
         let mut handled = 0;
         if self.shutdown.is_some() {
             return 0;
@@ -316,7 +293,7 @@ impl Shard {
             match inbox.try_pop() {
                 Ok(Some(req)) => {
                     handled += 1;
-                    self.handle(req, now);
+                    self.handle(io, req, now);
                     if self.shutdown.is_some() {
                         break;
                     }
@@ -361,21 +338,22 @@ impl Shard {
     }
 }
 
-impl Reactor for Shard {
-    fn turn(&mut self, ring: &mut Ring, inbox: &Inbox) -> Turn {
-        let start = Instant::now();
+impl<S: Storage> Reactor<S> for Shard<S> {
+    fn turn(&mut self, io: &mut S, inbox: &Inbox) -> Turn {
+        let start = io.now();
         self.stats.turns += 1;
-        let mut worked = self.handle_completions();
-        let after_completions = Instant::now();
-        let drained = self.drain(inbox, after_completions);
+        let mut worked = self.handle_completions(io, start);
+        let after_completions = io.now();
+        let drained = self.drain(io, inbox, after_completions);
         self.stats.record_drain(drained);
         worked |= drained > 0;
-        let after_ingress = if drained > 0 { Instant::now() } else { after_completions };
-        self.publish_normal(after_ingress);
-        self.submit_io(ring, after_ingress);
+        let after_ingress = if drained > 0 { io.now() } else { after_completions };
+        self.wal.publish(io);
+        self.settle(after_ingress);
+        self.submit_io(io, after_ingress);
         worked |= self.collect_garbage();
         if worked {
-            let end = Instant::now();
+            let end = io.now();
             let phases = [
                 ("completions", after_completions),
                 ("ingress", after_ingress),
@@ -394,20 +372,20 @@ impl Reactor for Shard {
         }
     }
 
-    fn on_completion(&mut self, token: u64, result: i32) {
-        self.completions.push((token, result));
+    fn on_completion(&mut self, done: IoDone) {
+        self.completions.push(done);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        match &self.wal {
-            Wal::Mapped(w) => w.next_sync_deadline(),
-            Wal::Direct(_) => None,
+        if self.poisoned.is_some() {
+            return None;
         }
+        self.wal.next_deadline()
     }
 
     fn on_loop_error(&mut self, err: Error) {
         if self.poisoned.is_none() {
-            self.poison(err);
+            self.poison(err, Instant::now());
         }
     }
 }

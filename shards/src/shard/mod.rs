@@ -1,11 +1,17 @@
 //! Starting, reaching and stopping one shard.
 //!
 //! [`ShardHandle`] is the caller-side handle (shared by every caller thread): the ingress
-//! sender, the published view, the CPU the shard is pinned to. [`ShardHandle::start`] spawns
-//! the shard thread, which pins itself, creates its ring, replays its WAL and reports back
-//! before it enters its loop, so every start-up failure reaches `Database::open` as an error.
+//! sender, the published view, the CPU the shard is pinned to. [`ShardHandle::spawn`] starts
+//! the shard thread, which pins itself, creates its storage (the ring), replays its WAL and
+//! reports back before it enters its loop, so every start-up failure reaches `Database::open`
+//! as an error. On the thread, the storage is created first and dropped last: after the shard
+//! (whose acknowledgements then answer `Closed`), and after a panic too, and its drop waits for
+//! every operation in flight (`docs/SAFETY.md`).
 
+mod acks;
 mod core;
+
+pub(crate) use self::core::Shard;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,29 +19,34 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
-use self::core::{Shard, Wal};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Responder, WaitPolicy};
 use crate::io::sys;
-use crate::memtable::{Memtable, SEQ_MIN};
+use crate::io::uring::{Registration, RingSetup, UringStorage};
+use crate::io::Storage;
+use crate::memtable::Memtable;
 use crate::runtime::event_loop::{self, LoopConfig};
-use crate::runtime::ring::{Ring, RingSetup};
+use crate::version::Lsn;
 use crate::view::ShardView;
-use crate::wal::reader::{self, Replayed};
-use crate::wal::{DirectWal, MappedWal, WalOptions};
+use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
+use crate::wal::reader::{self, RecoveryReport};
+use crate::wal::record::Record;
+use crate::wal::{open_writer, WalError, WalOptions};
 
 /// What a shard found while starting, for the environment report.
 #[derive(Clone, Debug)]
 pub struct StartReport {
     /// The CPU the shard thread is pinned to, if pinning succeeded.
     pub pinned_cpu: Option<usize>,
-    /// Ring setup flags the kernel accepted.
-    pub ring: RingSetup,
+    /// Ring setup flags the kernel accepted (`None` on a simulated disk).
+    pub ring: Option<RingSetup>,
     /// WAL records replayed.
     pub replayed_records: u64,
     /// Whether the WAL buffers are registered with the ring.
     pub registered_buffers: bool,
+    /// What recovery cut, set aside or removed.
+    pub recovery: RecoveryReport,
 }
 
 /// Caller-side handle to a running shard.
@@ -47,45 +58,36 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
-    /// Spawns the shard thread and waits until it has replayed its WAL and is ready.
+    /// Spawns the shard thread on the real disk and waits until it is ready.
     pub fn start(config: ShardConfig) -> Result<ShardHandle> {
         Self::spawn(config)?.ready()
     }
 
-    /// Spawns the shard thread; [`StartingShard::ready`] waits for its start-up to finish.
-    /// Spawning every shard before waiting lets them replay their WALs in parallel.
+    /// Spawns the shard thread on the real disk; [`StartingShard::ready`] waits for its
+    /// start-up to finish. Spawning every shard before waiting lets them replay in parallel.
     pub fn spawn(config: ShardConfig) -> Result<StartingShard> {
+        let registration = registration(&config);
+        Self::spawn_with(config, move || UringStorage::new(registration))
+    }
+
+    /// Spawns the shard thread on the storage `make` creates (on the shard thread).
+    pub fn spawn_with<S, F>(config: ShardConfig, make: F) -> Result<StartingShard>
+    where
+        S: Storage + 'static,
+        F: FnOnce() -> Result<S> + Send + 'static,
+    {
         let (sender, inbox) = ingress(config.ingress_queue_depth)
             .map_err(|e| Error::io("create shard doorbell (eventfd)", &config.dir, e))?;
         let (ready_tx, ready) = bounded::<Result<(Arc<ShardView>, StartReport)>>(1);
         let name = format!("ldb-shard-{}", config.shard_id);
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || match prepare(&config) {
-                Ok((mut ring, shard_view, report, shard)) => {
-                    let _ = ready_tx.send(Ok((shard_view.clone(), report)));
-                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_shard(&mut ring, &inbox, shard, &config);
-                    }));
-                    if ran.is_err() {
-                        // A bug, never an expected path. Unwinding dropped the shard, so every
-                        // request it held was answered `Closed`; refuse writes from now on.
-                        shard_view.poison();
-                        log::error!(
-                            "shard {} stopped after a panic; writes are refused",
-                            config.shard_id
-                        );
-                    }
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
+            .spawn(move || shard_thread(config, inbox, make, ready_tx))
             .map_err(|e| Error::io("spawn shard thread", "", e))?;
         Ok(StartingShard { sender, ready, thread })
     }
 
-    /// The shard's published state (memtable, visible sequence, poisoned flag).
+    /// The shard's published state (memtable, visible timestamp, poisoned flag).
     pub fn view(&self) -> &Arc<ShardView> {
         &self.view
     }
@@ -156,11 +158,56 @@ impl StartingShard {
     }
 }
 
-type Prepared = (Ring, Arc<ShardView>, StartReport, Shard);
+/// The buffers a shard's ring registers: the `Sync` writer's group buffers, if asked for.
+fn registration(config: &ShardConfig) -> Registration {
+    if config.wal_sync_mode == WalSyncMode::Sync && config.register_buffers {
+        Registration { buffers: REGISTERED_BUFFERS, buffer_bytes: GROUP_BUFFER_BYTES }
+    } else {
+        Registration::default()
+    }
+}
 
-/// Shard-thread start-up: pin, ring, replay, WAL writer.
-fn prepare(config: &ShardConfig) -> Result<Prepared> {
-    let pinned_cpu = config.cpu.and_then(|cpu| match sys::pin_current_thread(cpu) {
+type Ready = crossbeam_channel::Sender<Result<(Arc<ShardView>, StartReport)>>;
+
+/// The shard thread: storage, start-up, loop; then the shard is dropped before the storage.
+fn shard_thread<S, F>(config: ShardConfig, inbox: Inbox, make: F, ready: Ready)
+where
+    S: Storage + 'static,
+    F: FnOnce() -> Result<S>,
+{
+    let pinned_cpu = pin(&config);
+    let mut io = match make() {
+        Ok(io) => io,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let (mut shard, view, report) = match open(&mut io, &config, pinned_cpu) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok((view.clone(), report)));
+    let cfg = LoopConfig { spin_before_park: Duration::from_micros(config.spin_before_park_us) };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        event_loop::run(&mut io, &inbox, &mut shard, cfg);
+    }));
+    if ran.is_err() {
+        // A bug, never an expected path. Refuse writes from now on.
+        view.poison();
+        log::error!("shard {} stopped after a panic; writes are refused", config.shard_id);
+    }
+    // Its waiting acknowledgements answer `Closed`; nothing it owns is in flight.
+    drop(shard);
+    // Waits for every operation in flight before anything they point to is freed.
+    drop(io);
+}
+
+fn pin(config: &ShardConfig) -> Option<usize> {
+    config.cpu.and_then(|cpu| match sys::pin_current_thread(cpu) {
         Ok(()) => Some(cpu),
         Err(e) => {
             log::warn!(
@@ -169,70 +216,60 @@ fn prepare(config: &ShardConfig) -> Result<Prepared> {
             );
             None
         }
-    });
-    let mut ring = Ring::new()?;
-    let memtable = Arc::new(Memtable::new());
-    let replayed = replay(config, &memtable)?;
-    // Replayed records count as durable from here on (sync() and Sync-mode groups rely on
-    // it), but after a process crash they may sit only in the page cache: sync them now.
-    if let Some(path) = &replayed.last_segment {
-        let file = std::fs::File::open(path).map_err(|e| Error::io("open WAL segment", path, e))?;
-        sys::fdatasync(&file).map_err(|e| Error::io("fdatasync replayed WAL segment", path, e))?;
-    }
-    let view = Arc::new(ShardView::new(config.shard_id, memtable.clone(), replayed.next_lsn - 1));
-    if config.wal_sync_mode == WalSyncMode::Sync && config.direct_io {
-        crate::wal::segment::probe_direct_io(&config.dir)?;
-    }
-    let opts = wal_options(config);
-    let (wal, registered_buffers) = match config.wal_sync_mode {
-        WalSyncMode::Sync => {
-            let pool = DirectWal::allocate_pool().ok_or_else(|| Error::EnvUnsupported {
-                what: "cannot allocate WAL buffers".into(),
-            })?;
-            let registered = config.register_buffers;
-            if registered {
-                ring.register_buffers(&pool.iter().collect::<Vec<_>>())?;
-            }
-            (
-                Wal::Direct(DirectWal::new(
-                    opts,
-                    replayed.tail,
-                    replayed.next_lsn,
-                    pool,
-                    registered,
-                )),
-                registered,
-            )
-        }
-        WalSyncMode::Normal | WalSyncMode::Async => {
-            (Wal::Mapped(MappedWal::new(opts, replayed.tail, replayed.next_lsn)), false)
-        }
-    };
-    let report = StartReport {
-        pinned_cpu,
-        ring: ring.setup,
-        replayed_records: replayed.records,
-        registered_buffers,
-    };
-    let shard = Shard::new(config.clone(), view.clone(), memtable, wal);
-    Ok((ring, view, report, shard))
+    })
 }
 
-fn replay(config: &ShardConfig, memtable: &Memtable) -> Result<Replayed> {
-    std::fs::create_dir_all(&config.dir)
+/// Shard start-up on its storage: replay, the WAL writer and its first segment.
+pub(crate) fn open<S: Storage + 'static>(
+    io: &mut S,
+    config: &ShardConfig,
+    pinned_cpu: Option<usize>,
+) -> Result<(Shard<S>, Arc<ShardView>, StartReport)> {
+    io.create_dir_all(&config.dir)
         .map_err(|e| Error::io("create shard directory", &config.dir, e))?;
-    reader::replay(&config.dir, config.shard_id as u32, SEQ_MIN, |lsn, ops| {
-        for op in ops {
-            match op {
-                crate::ingress::WriteOp::Put { key, value } => {
-                    memtable.insert(&key, lsn, Some(value));
-                }
-                crate::ingress::WriteOp::Delete { key } => {
-                    memtable.insert(&key, lsn, None);
-                }
-            }
+    if config.wal_sync_mode == WalSyncMode::Sync && config.direct_io {
+        io.probe_direct_io(&config.dir)?;
+    }
+    let memtable = Arc::new(Memtable::new());
+    let replayed = reader::replay(io, &config.dir, config.shard_id as u32, Lsn::FIRST, |rec| {
+        let Record::Write(w) = rec;
+        for op in w.ops {
+            let value = op.value().map(std::sync::Arc::<[u8]>::from);
+            memtable.insert(op.key(), w.ts, value);
         }
-    })
+    })?;
+    let view = Arc::new(ShardView::new(config.shard_id, memtable.clone(), replayed.last_ts));
+    let mut wal = open_writer(wal_options(config), &replayed, io.now());
+    if let Err(e) = wal.prepare(io) {
+        return Err(first_segment_error(io, config, e));
+    }
+    let report = StartReport {
+        pinned_cpu,
+        ring: io.ring_setup(),
+        replayed_records: replayed.report.records_applied,
+        registered_buffers: registration(config).buffers > 0 && io.ring_setup().is_some(),
+        recovery: replayed.report.clone(),
+    };
+    let shard =
+        Shard::new(config.clone(), view.clone(), memtable, wal, replayed.last_ts, &replayed.report);
+    Ok((shard, view, report))
+}
+
+/// A full disk at open gets a clear error: less room than one segment.
+fn first_segment_error<S: Storage>(io: &mut S, config: &ShardConfig, e: WalError) -> Error {
+    let e = e.into_error();
+    if !e.is_disk_full() {
+        return e;
+    }
+    let free = io.free_bytes(&config.dir).map_or("unknown".to_string(), |b| b.to_string());
+    Error::EnvUnsupported {
+        what: format!(
+            "{}: no room for a WAL segment: the filesystem has {free} bytes free and a segment \
+             takes wal_segment_bytes = {}; free space or lower wal_segment_bytes ({e})",
+            config.dir.display(),
+            config.wal_segment_bytes
+        ),
+    }
 }
 
 fn wal_options(config: &ShardConfig) -> WalOptions {
@@ -246,13 +283,6 @@ fn wal_options(config: &ShardConfig) -> WalOptions {
         mode: config.wal_sync_mode,
         segment_bytes: config.wal_segment_bytes,
         direct_io: config.direct_io,
-        register_buffers: config.register_buffers,
         sync_interval: Duration::from_millis(interval_ms),
-        faults: config.faults.clone(),
     }
-}
-
-fn run_shard(ring: &mut Ring, inbox: &Inbox, mut shard: Shard, config: &ShardConfig) {
-    let cfg = LoopConfig { spin_before_park: Duration::from_micros(config.spin_before_park_us) };
-    event_loop::run(ring, inbox, &mut shard, cfg);
 }

@@ -3,23 +3,24 @@
 //!
 //! Shard-local.
 
-use std::fs::File;
 use std::path::PathBuf;
 
 use super::format::{SegmentHeader, SEGMENT_HEADER_BYTES};
 use super::reader::Tail;
 use super::{segment, WalError, WalOptions};
 use crate::config::WalSyncMode;
+use crate::io::Storage;
+use crate::version::Lsn;
 
 /// A segment opened for appends.
-pub struct OpenedSegment {
+pub struct OpenedSegment<S: Storage> {
     /// The file, opened with the mode's append flags.
-    pub file: File,
+    pub file: S::File,
     /// Its path.
     pub path: PathBuf,
     /// Its header.
     pub header: SegmentHeader,
-    /// Where the next group starts (a sector boundary).
+    /// Where the next group starts (an aligned boundary).
     pub offset: usize,
 }
 
@@ -31,13 +32,8 @@ pub struct SegmentChain {
 }
 
 impl SegmentChain {
-    /// Starts from what replay found.
-    pub fn new(opts: WalOptions, tail: Tail) -> Self {
-        let next_sequence = match &tail {
-            Tail::Empty => 1,
-            Tail::Resume { header, .. } => header.sequence + 1,
-            Tail::Fresh { sequence } => *sequence,
-        };
+    /// Starts from what replay found: `next_sequence` names the next new segment.
+    pub fn new(opts: WalOptions, tail: Tail, next_sequence: u64) -> Self {
         SegmentChain { opts, resume: Some(tail), next_sequence }
     }
 
@@ -48,10 +44,15 @@ impl SegmentChain {
 
     /// The segment the next record goes to: the resumed one on the first call if replay ended
     /// cleanly, otherwise a new segment whose first record will carry `first_lsn`.
-    pub fn open_next(&mut self, first_lsn: u64) -> Result<OpenedSegment, WalError> {
-        let flags = segment::append_flags(self.opts.mode, self.opts.direct_io);
+    pub fn open_next<S: Storage>(
+        &mut self,
+        io: &mut S,
+        first_lsn: Lsn,
+    ) -> Result<OpenedSegment<S>, WalError> {
+        let durable = self.opts.mode == WalSyncMode::Sync;
+        let how = segment::append_mode(durable, self.opts.direct_io);
         if let Some(Tail::Resume { path, header, offset }) = self.resume.take() {
-            let file = segment::open_for_append(&path, flags).map_err(WalError::Rejected)?;
+            let file = segment::open_for_append(io, &path, how).map_err(WalError::Rejected)?;
             return Ok(OpenedSegment { file, path, header, offset });
         }
         let header = SegmentHeader {
@@ -61,16 +62,9 @@ impl SegmentChain {
             segment_bytes: self.opts.segment_bytes,
         };
         // Durable direct writes are faster into written blocks; the mapped path is not.
-        let zero_fill = self.opts.mode == WalSyncMode::Sync;
-        let path = segment::create_segment(
-            &self.opts.dir,
-            &header,
-            zero_fill,
-            self.opts.faults.as_deref(),
-        )
-        .map_err(WalError::Rejected)?;
+        let file = segment::create(io, &self.opts.dir, &header, durable, how)?;
         self.next_sequence += 1;
-        let file = segment::open_for_append(&path, flags).map_err(WalError::Rejected)?;
+        let path = segment::segment_path(&self.opts.dir, header.sequence);
         Ok(OpenedSegment { file, path, header, offset: SEGMENT_HEADER_BYTES })
     }
 }

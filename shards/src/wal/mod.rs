@@ -1,33 +1,44 @@
 //! The shard's write-ahead log: preallocated segments of checksummed records, group commit,
-//! and replay. One writer per durability mode, chosen by measurement (ADR 0002):
+//! durable claims, and replay. One writer per durability mode, chosen by measurement (ADR
+//! 0002), behind one interface ([`WalWriter`]):
 //!
 //! - `Normal` and `Async`: [`MappedWal`] copies records into a shared mapping of the segment
 //!   (the page cache outlives the process) and fdatasyncs through the ring on a timer.
 //! - `Sync`: [`DirectWal`] writes each group from a sector-aligned buffer with
-//!   `O_DIRECT | O_DSYNC` through the ring and acknowledges at completion.
+//!   `O_DIRECT | O_DSYNC` through the ring; a group is durable when its write completes.
 //!
-//! Both start every group that follows a durable point on a fresh sector, so a sector that
-//! holds acknowledged, durable records is never written again. Shard-local.
+//! Writers place records and report progress ([`WalProgress`]: staged, written, durable, and
+//! the newest durable claim written); they hold no acknowledgements: the shard acknowledges
+//! each request when its mode's point is reached. Both writers start every group that follows a
+//! durable point on a fresh aligned unit (`format::GROUP_ALIGN_BYTES`), so bytes that are
+//! durable are never written again, and begin every such group with a GROUP record carrying
+//! their durable claim, which replay uses to tell a torn tail from damaged durable data.
+//!
+//! Shard-local. Invariant, asserted in release builds: `claimed <= durable <= written <=
+//! staged`.
 
 pub mod format;
 pub mod reader;
+pub mod record;
 pub mod recovery;
 pub mod segment;
 
 mod chain;
-mod direct;
+pub(crate) mod direct;
 mod mapped;
 
 pub use direct::DirectWal;
 pub use mapped::MappedWal;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::WalSyncMode;
 use crate::error::Error;
-use crate::faults::FaultPlan;
+use crate::io::{IoDone, Storage};
+use crate::stats::WalCounters;
+use crate::version::{Lsn, Ts};
+use record::WriteOp;
 
 /// `user_data` tag (top byte) of a WAL group write.
 pub const TOKEN_WAL_WRITE: u64 = 1 << 56;
@@ -49,12 +60,10 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// `Sync`: open segments with `O_DIRECT`.
     pub direct_io: bool,
-    /// `Sync`: register the group buffers with the ring.
-    pub register_buffers: bool,
-    /// `Normal`/`Async`: longest time between fdatasyncs while records are pending.
+    /// `Normal`/`Async`: longest time between fdatasyncs while records are pending. Also how
+    /// long a writer waits, with nothing else to write, before it writes a durable claim on
+    /// its own.
     pub sync_interval: Duration,
-    /// Fault injection for tests.
-    pub faults: Option<Arc<FaultPlan>>,
 }
 
 /// How a WAL operation failed.
@@ -74,5 +83,77 @@ impl WalError {
         match self {
             WalError::Rejected(e) | WalError::Poisoned(e) => e,
         }
+    }
+}
+
+/// How far the log has come. Invariant: `claimed <= durable <= written <= staged`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalProgress {
+    /// The last LSN placed (in a stage or a group).
+    pub staged: Lsn,
+    /// The last LSN out of the process (copied into the page cache, or durably written).
+    pub written: Lsn,
+    /// The last LSN durable on the device.
+    pub durable: Lsn,
+    /// The highest durable claim written into the log: replay treats damage at or below it as
+    /// corruption, never as a torn tail.
+    pub claimed: Lsn,
+}
+
+impl WalProgress {
+    /// Asserts the invariant (cheap; release builds too: a broken order would acknowledge
+    /// writes that are not where their promise says).
+    pub fn check(&self) {
+        assert!(
+            self.claimed <= self.durable
+                && self.durable <= self.written
+                && self.written <= self.staged,
+            "WAL progress out of order: {self:?}"
+        );
+    }
+}
+
+/// What the shard needs done now, beyond what is due by time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Urgency {
+    /// Someone waits for everything written to be durable (`sync()`, or a close).
+    pub sync_now: bool,
+    /// The shard is closing: write a durable claim for everything durable now, not later.
+    pub claim_now: bool,
+}
+
+/// One WAL writer, either mode.
+pub trait WalWriter<S: Storage> {
+    /// Creates (or reopens) the segment the next record goes to, so a disk without room for a
+    /// segment fails at open rather than at the first write.
+    fn prepare(&mut self, io: &mut S) -> Result<(), WalError>;
+    /// Places a WRITE record for `ops` at timestamp `ts` and returns its LSN.
+    fn append(&mut self, io: &mut S, ts: Ts, ops: &[WriteOp]) -> Result<Lsn, WalError>;
+    /// Copies placed records out of the process, where the mode does that on the loop
+    /// (`Normal`/`Async`: into the mapping); nothing for `Sync`.
+    fn publish(&mut self, io: &mut S);
+    /// Submits the I/O that is due: group writes, timed or urgent syncs, durable claims.
+    fn submit(&mut self, io: &mut S, now: Instant, urgency: Urgency) -> Result<(), WalError>;
+    /// Handles a finished operation of this writer.
+    fn on_completion(&mut self, io: &mut S, done: IoDone) -> Result<(), WalError>;
+    /// How far the log has come.
+    fn progress(&self) -> WalProgress;
+    /// The next time something is due (a timed sync or claim), if any.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// Nothing placed but unwritten, nothing queued, nothing in flight.
+    fn is_idle(&self) -> bool;
+    /// Traffic counters.
+    fn counters(&self) -> &WalCounters;
+}
+
+/// The writer for `opts.mode`, continuing after a replay that ended at `replayed`.
+pub fn open_writer<S: Storage + 'static>(
+    opts: WalOptions,
+    replayed: &reader::Replayed,
+    now: Instant,
+) -> Box<dyn WalWriter<S>> {
+    match opts.mode {
+        WalSyncMode::Sync => Box::new(DirectWal::new(opts, replayed, now)),
+        WalSyncMode::Normal | WalSyncMode::Async => Box::new(MappedWal::new(opts, replayed, now)),
     }
 }

@@ -1,18 +1,32 @@
-//! The recovery decision table: what replay does at each position of a WAL segment, and for
-//! each segment in the chain. Every case lives here, in one place, and a test checks that the
-//! tables cover every combination (after TigerBeetle's recovery cases: recovery is a table).
+//! The recovery decision tables: what replay does at each position of a WAL segment, and with
+//! each segment of the chain. Every case lives here, in one place, and tests check that the
+//! tables cover every combination and that each row has a fixture (`wal/tests`).
 //!
-//! Pure data and functions; no I/O. `reader.rs` classifies what it finds and asks `decide`.
+//! The principle: a torn tail can only be what was in flight when the process or the machine
+//! stopped, and that is never durable. Replay knows how far the log was durable from the
+//! *durable claims* it finds: every GROUP record says which LSN was durable when it was made
+//! (`record.rs`), the writers put one at the start of every group on a fresh sector, an idle
+//! shard writes one within `sync_interval_ms`, and a clean close writes one for everything.
+//! Damage at an LSN that a claim (anywhere later in the log) covers, or that lies below the
+//! checkpoint replay started from, is `Error::Corruption`; damage past every claim is a torn
+//! tail, cut, logged and counted. Records that are durable but that no claim covers yet (those
+//! synced since the newest claim was written) can only be lost to media damage, never to a
+//! crash, since durable bytes are never rewritten; such damage is cut like a torn tail.
+//!
+//! Pure data and functions; no I/O. `reader.rs` classifies what it finds and asks.
 
 /// What the bytes at the current replay position are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RecordState {
-    /// A complete record with a matching checksum, the expected LSN and this segment's
+    /// A complete WRITE record with a matching checksum, the expected LSN and this segment's
     /// generation.
     Valid,
-    /// A complete record with a matching checksum but another LSN or generation than expected.
+    /// A complete GROUP record framing the expected LSN (a durable claim).
+    Claim,
+    /// A complete record with a matching checksum but another LSN, generation or an unknown
+    /// kind: it does not continue the log.
     Unexpected,
-    /// The 24 header bytes are zero: sector padding or the unwritten rest of the segment.
+    /// The header bytes are zero: sector padding or the unwritten rest of the segment.
     Zero,
     /// Anything else: a torn write or damaged bytes.
     Garbage,
@@ -21,96 +35,113 @@ pub enum RecordState {
 /// What the rest of the segment holds after the current position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Following {
-    /// No valid record with an LSN at or above the expected one anywhere after.
-    NothingValid,
-    /// The next sector boundary starts the valid record with the expected LSN.
-    ExpectedAtNextSector,
-    /// A valid record with an LSN at or above the expected one lies further on (not at the
-    /// next sector boundary, or with a gap in LSNs).
-    ValidFurtherOn,
-    /// The next group further on starts with a GROUP record saying it was submitted before the
-    /// expected LSN was durable: the missing records were in flight, never acknowledged
-    /// (acknowledgements are in LSN order), and so is everything after them.
-    InFlightBeyond,
+    /// Every byte to the end of the segment is zero.
+    AllZero,
+    /// The next group offset starts the record the log expects next.
+    PaddingThenExpected,
+    /// Anything else: bytes that are not zero (records further on, or junk).
+    Other,
 }
 
-/// What replay does.
+/// Whether the log was durable at the expected LSN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Horizon {
+    /// A durable claim at or past the expected LSN exists, or the LSN is below the checkpoint:
+    /// the record must be there.
+    Covered,
+    /// No claim reaches the expected LSN: what follows was never known durable.
+    Beyond,
+}
+
+/// What replay does at a position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Decision {
     /// Apply the record and move past it.
     Apply,
-    /// Padding: move to the next sector boundary and continue.
-    SkipToNextSector,
-    /// The log ends cleanly here; new writes may continue at the next sector boundary.
-    CleanEnd,
-    /// A torn, never-acknowledged tail: stop here; new writes go to a fresh segment.
-    TruncateTornTail,
-    /// Acknowledged records may be damaged or missing: `Error::Corruption` at this offset.
+    /// Note the durable claim and move past it.
+    NoteClaim,
+    /// Padding: move to the next group offset and continue.
+    SkipPadding,
+    /// The segment's records end here, cleanly; the chain decides what comes next.
+    EndOfSegment,
+    /// A torn tail: the log ends here; nothing from here on is applied.
+    CutTail,
+    /// Durable records are damaged or missing: `Error::Corruption` at this offset.
     Corruption,
 }
 
-/// Every (record state, what follows) pair and its decision.
-pub const RECORD_TABLE: &[(RecordState, Following, Decision)] = {
+/// Every (record state, what follows, horizon) triple and its decision.
+pub const RECORD_TABLE: &[(RecordState, Following, Horizon, Decision)] = {
     use Decision::*;
     use Following::*;
+    use Horizon::*;
     use RecordState::*;
     &[
-        (Valid, NothingValid, Apply),
-        (Valid, ExpectedAtNextSector, Apply),
-        (Valid, ValidFurtherOn, Apply),
-        (Valid, InFlightBeyond, Apply),
-        // A checksummed record that does not continue the chain: a gap or a reordering.
-        (Unexpected, NothingValid, Corruption),
-        (Unexpected, ExpectedAtNextSector, Corruption),
-        (Unexpected, ValidFurtherOn, Corruption),
-        // Writers place groups back to back: a later group where the expected record should
-        // start is never a hole.
-        (Unexpected, InFlightBeyond, Corruption),
-        (Zero, NothingValid, CleanEnd),
-        (Zero, ExpectedAtNextSector, SkipToNextSector),
-        // Zeros, then records beyond the next sector or past an LSN gap: lost writes.
-        (Zero, ValidFurtherOn, Corruption),
-        // A group still in flight at the crash, with a later one written: nothing from here
-        // on was acknowledged.
-        (Zero, InFlightBeyond, TruncateTornTail),
-        (Garbage, NothingValid, TruncateTornTail),
-        // Damage followed by valid records is never skipped.
-        (Garbage, ExpectedAtNextSector, Corruption),
-        (Garbage, ValidFurtherOn, Corruption),
-        (Garbage, InFlightBeyond, TruncateTornTail),
+        (Valid, AllZero, Covered, Apply),
+        (Valid, AllZero, Beyond, Apply),
+        (Valid, PaddingThenExpected, Covered, Apply),
+        (Valid, PaddingThenExpected, Beyond, Apply),
+        (Valid, Other, Covered, Apply),
+        (Valid, Other, Beyond, Apply),
+        (Claim, AllZero, Covered, NoteClaim),
+        (Claim, AllZero, Beyond, NoteClaim),
+        (Claim, PaddingThenExpected, Covered, NoteClaim),
+        (Claim, PaddingThenExpected, Beyond, NoteClaim),
+        (Claim, Other, Covered, NoteClaim),
+        (Claim, Other, Beyond, NoteClaim),
+        // A checksummed record that does not continue the log: writers never place one (files
+        // are fresh, never rewritten), so no crash leaves one.
+        (Unexpected, AllZero, Covered, Corruption),
+        (Unexpected, AllZero, Beyond, Corruption),
+        (Unexpected, PaddingThenExpected, Covered, Corruption),
+        (Unexpected, PaddingThenExpected, Beyond, Corruption),
+        (Unexpected, Other, Covered, Corruption),
+        (Unexpected, Other, Beyond, Corruption),
+        // Zeros to the end: the segment's records end (rollover, or the end of the log).
+        (Zero, AllZero, Covered, EndOfSegment),
+        (Zero, AllZero, Beyond, EndOfSegment),
+        (Zero, PaddingThenExpected, Covered, SkipPadding),
+        (Zero, PaddingThenExpected, Beyond, SkipPadding),
+        // A hole with bytes after it: lost durable records, or sectors of an unsynced tail
+        // that a power loss kept out of order.
+        (Zero, Other, Covered, Corruption),
+        (Zero, Other, Beyond, CutTail),
+        // Damage: never skipped. Durable, it is corruption; past every claim, a torn tail.
+        (Garbage, AllZero, Covered, Corruption),
+        (Garbage, AllZero, Beyond, CutTail),
+        (Garbage, PaddingThenExpected, Covered, Corruption),
+        (Garbage, PaddingThenExpected, Beyond, CutTail),
+        (Garbage, Other, Covered, Corruption),
+        (Garbage, Other, Beyond, CutTail),
     ]
 };
 
 /// Looks up the decision for a position. Every combination is in [`RECORD_TABLE`] (tested).
-pub fn decide(state: RecordState, following: Following) -> Decision {
+pub fn decide(state: RecordState, following: Following, horizon: Horizon) -> Decision {
     RECORD_TABLE
         .iter()
-        .find(|(s, f, _)| *s == state && *f == following)
-        .map_or(Decision::Corruption, |(_, _, d)| *d)
+        .find(|(s, f, h, _)| *s == state && *f == following && *h == horizon)
+        .map_or(Decision::Corruption, |(_, _, _, d)| *d)
 }
 
-/// The state of one segment file in the shard's chain of segments.
+/// The state of one segment file, given what the chain expects next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SegmentState {
-    /// Its header is valid and its first LSN continues the chain.
+    /// Its header is valid and its first LSN is the one the chain expects.
     Continues,
-    /// Its header is valid but its first LSN skips past records the chain expects.
-    Gap,
-    /// Its header is valid but its first LSN is below what the chain already holds.
-    Overlap,
-    /// Its header is missing or damaged.
+    /// Its header is valid but it starts past the LSN the chain expects: records are missing.
+    StartsPast,
+    /// Its header is valid but it starts below what the chain already holds.
+    StartsBelow,
+    /// It and everything in it lie below the checkpoint replay starts from.
+    BelowCheckpoint,
+    /// Its header is missing or damaged. Segments are renamed into place only once their
+    /// header is durable, so this is damage, not an interrupted creation.
     BadHeader,
-    /// Its header is valid but names another shard: a misplaced file.
-    Foreign,
-}
-
-/// Where a segment sits in the chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SegmentPosition {
-    /// The newest segment.
-    Last,
-    /// An older segment, followed by others.
-    Earlier,
+    /// Its header is valid but of another format version.
+    OtherVersion,
+    /// Its header is valid but names another shard, or another sequence than its file name.
+    Misplaced,
 }
 
 /// What recovery does with a segment.
@@ -118,38 +149,46 @@ pub enum SegmentPosition {
 pub enum SegmentDecision {
     /// Replay its records.
     Replay,
-    /// Crash during segment creation (before any record could be acknowledged): delete it.
-    Discard,
+    /// Do not read it: the checkpoint covers it.
+    Skip,
+    /// The log ends before it: set it and every later segment aside (`wal-N.log.cut`), unread.
+    CutLog,
     /// Refuse to open: `Error::Corruption` naming the segment.
     Corruption,
+    /// Refuse to open: `Error::IncompatibleVersion`.
+    Incompatible,
 }
 
-/// Every (segment state, position) pair and its decision.
-pub const SEGMENT_TABLE: &[(SegmentState, SegmentPosition, SegmentDecision)] = {
+/// Every (segment state, horizon) pair and its decision.
+pub const SEGMENT_TABLE: &[(SegmentState, Horizon, SegmentDecision)] = {
+    use Horizon::*;
     use SegmentDecision::*;
-    use SegmentPosition::*;
     use SegmentState::*;
     &[
-        (Continues, Last, Replay),
-        (Continues, Earlier, Replay),
-        (Gap, Last, Corruption),
-        (Gap, Earlier, Corruption),
-        (Overlap, Last, Corruption),
-        (Overlap, Earlier, Corruption),
-        // A segment is synced (header, size, directory entry) before its first record is
-        // written, so a bad header on the newest segment means creation was interrupted.
-        (BadHeader, Last, Discard),
-        (BadHeader, Earlier, Corruption),
-        (Foreign, Last, Corruption),
-        (Foreign, Earlier, Corruption),
+        (Continues, Covered, Replay),
+        (Continues, Beyond, Replay),
+        // A hole between segments: the tail of the previous one was lost. Durable, corruption;
+        // past every claim, the log ends at the hole (a power loss during a rollover).
+        (StartsPast, Covered, Corruption),
+        (StartsPast, Beyond, CutLog),
+        (StartsBelow, Covered, Corruption),
+        (StartsBelow, Beyond, Corruption),
+        (BelowCheckpoint, Covered, Skip),
+        (BelowCheckpoint, Beyond, Skip),
+        (BadHeader, Covered, Corruption),
+        (BadHeader, Beyond, Corruption),
+        (OtherVersion, Covered, Incompatible),
+        (OtherVersion, Beyond, Incompatible),
+        (Misplaced, Covered, Corruption),
+        (Misplaced, Beyond, Corruption),
     ]
 };
 
 /// Looks up the decision for a segment. Every combination is in [`SEGMENT_TABLE`] (tested).
-pub fn decide_segment(state: SegmentState, position: SegmentPosition) -> SegmentDecision {
+pub fn decide_segment(state: SegmentState, horizon: Horizon) -> SegmentDecision {
     SEGMENT_TABLE
         .iter()
-        .find(|(s, p, _)| *s == state && *p == position)
+        .find(|(s, h, _)| *s == state && *h == horizon)
         .map_or(SegmentDecision::Corruption, |(_, _, d)| *d)
 }
 
@@ -158,58 +197,58 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    const STATES: [RecordState; 4] =
-        [RecordState::Valid, RecordState::Unexpected, RecordState::Zero, RecordState::Garbage];
-    const FOLLOWING: [Following; 4] = [
-        Following::NothingValid,
-        Following::ExpectedAtNextSector,
-        Following::ValidFurtherOn,
-        Following::InFlightBeyond,
+    pub(crate) const STATES: [RecordState; 5] = [
+        RecordState::Valid,
+        RecordState::Claim,
+        RecordState::Unexpected,
+        RecordState::Zero,
+        RecordState::Garbage,
     ];
-    const SEGMENT_STATES: [SegmentState; 5] = [
+    pub(crate) const FOLLOWING: [Following; 3] =
+        [Following::AllZero, Following::PaddingThenExpected, Following::Other];
+    pub(crate) const HORIZONS: [Horizon; 2] = [Horizon::Covered, Horizon::Beyond];
+    pub(crate) const SEGMENT_STATES: [SegmentState; 7] = [
         SegmentState::Continues,
-        SegmentState::Gap,
-        SegmentState::Overlap,
+        SegmentState::StartsPast,
+        SegmentState::StartsBelow,
+        SegmentState::BelowCheckpoint,
         SegmentState::BadHeader,
-        SegmentState::Foreign,
+        SegmentState::OtherVersion,
+        SegmentState::Misplaced,
     ];
-    const POSITIONS: [SegmentPosition; 2] = [SegmentPosition::Last, SegmentPosition::Earlier];
 
     #[test]
     fn record_table_is_complete_and_unambiguous() {
         let mut seen = HashSet::new();
-        for (s, f, _) in RECORD_TABLE {
-            assert!(seen.insert((*s, *f)), "duplicate case {s:?}/{f:?}");
+        for (s, f, h, _) in RECORD_TABLE {
+            assert!(seen.insert((*s, *f, *h)), "duplicate case {s:?}/{f:?}/{h:?}");
         }
-        for s in STATES {
-            for f in FOLLOWING {
-                assert!(seen.contains(&(s, f)), "missing case {s:?}/{f:?}");
-            }
-        }
-        assert_eq!(seen.len(), STATES.len() * FOLLOWING.len());
+        assert_eq!(seen.len(), STATES.len() * FOLLOWING.len() * HORIZONS.len());
     }
 
     #[test]
     fn segment_table_is_complete_and_unambiguous() {
         let mut seen = HashSet::new();
-        for (s, p, _) in SEGMENT_TABLE {
-            assert!(seen.insert((*s, *p)), "duplicate case {s:?}/{p:?}");
+        for (s, h, _) in SEGMENT_TABLE {
+            assert!(seen.insert((*s, *h)), "duplicate case {s:?}/{h:?}");
         }
-        for s in SEGMENT_STATES {
-            for p in POSITIONS {
-                assert!(seen.contains(&(s, p)), "missing case {s:?}/{p:?}");
-            }
-        }
+        assert_eq!(seen.len(), SEGMENT_STATES.len() * HORIZONS.len());
     }
 
     #[test]
-    fn damage_before_valid_records_is_never_skipped() {
-        for f in [Following::ExpectedAtNextSector, Following::ValidFurtherOn] {
-            assert_eq!(decide(RecordState::Garbage, f), Decision::Corruption);
+    fn durable_damage_is_never_cut() {
+        for s in [RecordState::Unexpected, RecordState::Garbage] {
+            for f in FOLLOWING {
+                assert_eq!(decide(s, f, Horizon::Covered), Decision::Corruption, "{s:?}/{f:?}");
+            }
         }
         assert_eq!(
-            decide(RecordState::Garbage, Following::NothingValid),
-            Decision::TruncateTornTail
+            decide(RecordState::Zero, Following::Other, Horizon::Covered),
+            Decision::Corruption
         );
+        for s in SEGMENT_STATES {
+            let d = decide_segment(s, Horizon::Covered);
+            assert_ne!(d, SegmentDecision::CutLog, "{s:?}: nothing durable is set aside");
+        }
     }
 }

@@ -1,0 +1,133 @@
+//! A WAL segment mapped into memory with `MAP_SHARED`: the `Normal`/`Async` write path.
+//!
+//! A `memcpy` into a shared file mapping puts the bytes in the kernel's page cache, which
+//! outlives the process: that is exactly the `Normal` promise (survive `kill -9`) at ~30 ns per
+//! record instead of a ~1.2 µs `pwrite` or a ~60 µs io_uring buffered write (ADR 0002).
+//! fdatasync on the file descriptor makes the mapped writes durable.
+//!
+//! Shard-local. Invariants: the file is fully preallocated *before* it is mapped (so no write
+//! into the mapping needs block allocation and none can raise SIGBUS on a full disk), and it is
+//! never truncated while mapped.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::ptr::NonNull;
+
+use rustix::mm::{Advice, MapFlags, ProtFlags};
+
+use crate::io::MapSegment;
+
+/// A writable shared mapping of a whole, preallocated file.
+pub struct MappedSegment {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl MappedSegment {
+    /// Maps `len` bytes of `file` (which must be at least `len` bytes long) read-write, shared.
+    pub fn map(file: &File, len: usize) -> io::Result<Self> {
+        // Safety: a fresh mapping placed by the kernel (null hint), so it aliases no Rust
+        // object; the file is at least `len` bytes long and never truncated while mapped.
+        let raw = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                file,
+                0,
+            )
+        }?;
+        let ptr =
+            NonNull::new(raw.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(MappedSegment { ptr, len })
+    }
+
+    /// Copies `bytes` into the mapping at `offset`. Returns false (and writes nothing) when the
+    /// range does not fit.
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
+        let Some(end) = offset.checked_add(bytes.len()) else { return false };
+        if end > self.len {
+            return false;
+        }
+        // Safety: [offset, end) lies inside the mapping (checked above); the source is a
+        // separate Rust slice, so the ranges cannot overlap; &mut self is exclusive.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(offset),
+                bytes.len(),
+            )
+        };
+        true
+    }
+}
+
+impl MapSegment for MappedSegment {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The body first, then (after a compiler fence, so the stores stay in program order) the
+    /// header that makes it valid. Stores retire in program order for the killed thread's own
+    /// memory image, so a later record can never be complete while an earlier one is not.
+    fn write_record_at(&mut self, offset: usize, record: &[u8], header_bytes: usize) -> bool {
+        let header_bytes = header_bytes.min(record.len());
+        let Some(end) = offset.checked_add(record.len()) else { return false };
+        if end > self.len {
+            return false;
+        }
+        let (header, body) = record.split_at(header_bytes);
+        self.write_at(offset + header_bytes, body);
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        self.write_at(offset, header)
+    }
+
+    /// Best effort: an old kernel without `MADV_POPULATE_WRITE` (Linux 5.14) only loses the hint.
+    fn populate(&mut self, offset: usize, len: usize) {
+        let start = offset / 4096 * 4096;
+        let end = offset.saturating_add(len).min(self.len);
+        if start >= end {
+            return;
+        }
+        // Safety: the range lies inside the mapping; this advice does not change its contents.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().add(start).cast(),
+                end - start,
+                Advice::LinuxPopulateWrite,
+            )
+        };
+    }
+}
+
+impl Drop for MappedSegment {
+    fn drop(&mut self) {
+        // Safety: ptr/len describe a mapping this value created and nobody else references
+        // (the only access is through &mut self, which the drop ends).
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn writes_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file =
+            File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        file.set_len(8192).unwrap();
+        let mut m = MappedSegment::map(&file, 8192).unwrap();
+        m.populate(0, 8192);
+        assert!(m.write_record_at(4096, b"HHhello", 2));
+        assert!(!m.write_record_at(8190, b"too long", 2));
+        let mut buf = [0u8; 7];
+        file.read_exact_at(&mut buf, 4096).unwrap();
+        assert_eq!(&buf, b"HHhello");
+    }
+}

@@ -1,0 +1,431 @@
+//! WAL records, typed: what a write is (`WriteOp`), the record kinds and their byte codec.
+//!
+//! The bottom of the log: pure functions over bytes, no I/O, no knowledge of the ingress queue
+//! or of who waits for a record. Every record is a 32-byte header and a payload; the header
+//! carries the payload length, the record's LSN and timestamp, the generation of the segment it
+//! was written into, its kind, and a crc32c over everything after the checksum field, so a torn
+//! write, a stale record and a bit flip are all detectable. `docs/FORMAT.md` draws the bytes.
+//!
+//! Kinds: a WRITE record is one atomic set of operations (a put, a delete, or one shard's part
+//! of a batch) with one LSN and one timestamp. A GROUP record frames a group of records that
+//! starts on a fresh sector and carries a *durable claim*: the highest LSN that was durable when
+//! the group was made. Replay yields only [`Record`]s; GROUP records are the log's own
+//! bookkeeping. Kinds 3 to 6 are reserved for the coming transaction and checkpoint records
+//! (prepare, commit, abort, checkpoint); a record of any kind this build does not know fails
+//! replay with a clear error instead of being skipped.
+
+use std::sync::Arc;
+
+use crate::version::{Lsn, Ts};
+
+/// Fixed record header: crc u32, len u32, lsn u64, ts u64, generation u32, kind u8, 3 reserved.
+pub const RECORD_HEADER_BYTES: usize = 32;
+const AT_CRC: usize = 0;
+const AT_LEN: usize = 4;
+const AT_LSN: usize = 8;
+const AT_TS: usize = 16;
+const AT_GENERATION: usize = 24;
+const AT_KIND: usize = 28;
+const _: () = assert!(AT_KIND + 1 + 3 == RECORD_HEADER_BYTES);
+
+/// Kind of a WRITE record.
+pub const KIND_WRITE: u8 = 1;
+/// Kind of a GROUP record (takes no LSN of its own; its LSN field is the group's first LSN).
+pub const KIND_GROUP: u8 = 2;
+/// Kinds reserved for records this build does not write yet: prepare, commit, abort and
+/// checkpoint. Named so that no other record takes them.
+pub const KINDS_RESERVED: std::ops::RangeInclusive<u8> = 3..=6;
+
+/// Bytes of a GROUP record's payload: the durable claim (`u64`).
+const GROUP_PAYLOAD_BYTES: usize = 8;
+/// Bytes of a whole GROUP record.
+pub const GROUP_RECORD_BYTES: usize = RECORD_HEADER_BYTES + GROUP_PAYLOAD_BYTES;
+
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+/// Per-op framing in a WRITE payload: tag u8, key length u32, value length u32.
+pub const OP_HEADER_BYTES: usize = 9;
+/// The op count that opens a WRITE payload.
+const OP_COUNT_BYTES: usize = 4;
+
+/// One write operation on one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value, shared (not copied) between the batch, the WAL encoder and the memtable.
+        value: Arc<[u8]>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+impl WriteOp {
+    /// The key written.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+        }
+    }
+
+    /// The value written, `None` for a delete.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            WriteOp::Put { value, .. } => Some(value),
+            WriteOp::Delete { .. } => None,
+        }
+    }
+
+    /// Bytes this op occupies in a WRITE payload, its framing included: what
+    /// `max_batch_bytes` counts.
+    pub fn encoded_bytes(&self) -> usize {
+        OP_HEADER_BYTES + self.key().len() + self.value().map_or(0, <[u8]>::len)
+    }
+}
+
+/// A decoded WRITE record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRecord {
+    /// Its place in the shard's log.
+    pub lsn: Lsn,
+    /// Its MVCC version.
+    pub ts: Ts,
+    /// The operations, applied in order (a later op on the same key wins).
+    pub ops: Vec<WriteOp>,
+}
+
+/// What replay hands to the shard, in log order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Record {
+    /// An atomic set of writes.
+    Write(WriteRecord),
+}
+
+/// A record decoded from its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A WRITE record.
+    Write(WriteRecord),
+    /// A GROUP record: the group starting at `first_lsn` was made when every LSN up to
+    /// `durable_before` was durable.
+    Group {
+        /// The LSN of the group's first WRITE record (or of the next record, for a group
+        /// that holds only the claim).
+        first_lsn: Lsn,
+        /// The durable claim.
+        durable_before: Lsn,
+    },
+}
+
+/// Why a checksummed record could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A kind this build does not know (a reserved one, or garbage that passed the checksum).
+    UnknownKind(u8),
+    /// The payload breaks its kind's layout.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::UnknownKind(k) if KINDS_RESERVED.contains(k) => write!(
+                f,
+                "record kind {k} is reserved for transaction and checkpoint records, which this \
+                 build does not read"
+            ),
+            DecodeError::UnknownKind(k) => write!(f, "record kind {k} is unknown to this build"),
+            DecodeError::Malformed(what) => f.write_str(what),
+        }
+    }
+}
+
+/// A record header whose checksum matched, with its payload.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordView<'a> {
+    /// The LSN field.
+    pub lsn: Lsn,
+    /// The timestamp field.
+    pub ts: Ts,
+    /// Generation of the segment it was written into.
+    pub generation: u32,
+    /// Record kind.
+    pub kind: u8,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl RecordView<'_> {
+    /// Total bytes the record occupies.
+    pub fn size(&self) -> usize {
+        RECORD_HEADER_BYTES + self.payload.len()
+    }
+
+    /// Decodes the payload by kind.
+    pub fn decode(&self) -> Result<Decoded, DecodeError> {
+        match self.kind {
+            KIND_WRITE => decode_write_payload(self.payload)
+                .map(|ops| Decoded::Write(WriteRecord { lsn: self.lsn, ts: self.ts, ops }))
+                .map_err(DecodeError::Malformed),
+            KIND_GROUP => group_durable_before(self.payload)
+                .map(|durable_before| Decoded::Group { first_lsn: self.lsn, durable_before })
+                .ok_or(DecodeError::Malformed("GROUP payload is not 8 bytes")),
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}
+
+/// What lies at a position in a segment.
+#[derive(Clone, Copy, Debug)]
+pub enum Parsed<'a> {
+    /// A complete record whose checksum matches.
+    Record(RecordView<'a>),
+    /// The header bytes are all zero: padding, or the unwritten rest of the segment.
+    Zero,
+    /// Anything else: a torn or damaged record.
+    Garbage,
+}
+
+/// Reads a little-endian u32 at `at`; the caller has checked the bounds.
+pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+/// Reads a little-endian u64 at `at`; the caller has checked the bounds.
+pub(crate) fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Parses the record that starts at `at` in `seg` (a whole segment image).
+pub fn parse(seg: &[u8], at: usize) -> Parsed<'_> {
+    let Some(header) = seg.get(at..at + RECORD_HEADER_BYTES) else {
+        // Too close to the end for a header: zero if the rest is zero.
+        return if seg.get(at..).is_some_and(|r| r.iter().all(|&b| b == 0)) {
+            Parsed::Zero
+        } else {
+            Parsed::Garbage
+        };
+    };
+    if header.iter().all(|&b| b == 0) {
+        return Parsed::Zero;
+    }
+    let len = read_u32(header, AT_LEN) as usize;
+    let Some(body) = seg.get(at + AT_LEN..at + RECORD_HEADER_BYTES + len) else {
+        return Parsed::Garbage;
+    };
+    if read_u32(header, AT_CRC) != crc32c::crc32c(body) {
+        return Parsed::Garbage;
+    }
+    Parsed::Record(RecordView {
+        lsn: Lsn::new(read_u64(header, AT_LSN)),
+        ts: Ts::new(read_u64(header, AT_TS)),
+        generation: read_u32(header, AT_GENERATION),
+        kind: header[AT_KIND],
+        payload: &body[RECORD_HEADER_BYTES - AT_LEN..],
+    })
+}
+
+/// Reads only the LSN and generation fields of a header at `at`, if there is room for one: a
+/// cheap filter before a checksum.
+pub fn peek_lsn_generation(seg: &[u8], at: usize) -> Option<(Lsn, u32)> {
+    let h = seg.get(at..at + RECORD_HEADER_BYTES)?;
+    Some((Lsn::new(read_u64(h, AT_LSN)), read_u32(h, AT_GENERATION)))
+}
+
+/// Bytes a WRITE record for `ops` occupies, header included.
+pub fn write_record_bytes(ops: &[WriteOp]) -> usize {
+    RECORD_HEADER_BYTES + write_payload_bytes(ops)
+}
+
+/// Bytes of a WRITE payload for `ops`.
+pub fn write_payload_bytes(ops: &[WriteOp]) -> usize {
+    OP_COUNT_BYTES + ops.iter().map(WriteOp::encoded_bytes).sum::<usize>()
+}
+
+fn header_into(b: &mut [u8], len: usize, lsn: Lsn, ts: Ts, generation: u32, kind: u8) {
+    b[AT_LEN..AT_LSN].copy_from_slice(&(len as u32).to_le_bytes());
+    b[AT_LSN..AT_TS].copy_from_slice(&lsn.get().to_le_bytes());
+    b[AT_TS..AT_GENERATION].copy_from_slice(&ts.get().to_le_bytes());
+    b[AT_GENERATION..AT_KIND].copy_from_slice(&generation.to_le_bytes());
+    b[AT_KIND..RECORD_HEADER_BYTES].copy_from_slice(&[kind, 0, 0, 0]);
+}
+
+fn seal(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[AT_LEN..]);
+    b[AT_CRC..AT_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends one WRITE record (header + payload) for `ops` to `out`.
+pub fn encode_write(out: &mut Vec<u8>, lsn: Lsn, ts: Ts, generation: u32, ops: &[WriteOp]) {
+    let start = out.len();
+    let payload_len = write_payload_bytes(ops);
+    out.resize(start + RECORD_HEADER_BYTES, 0);
+    header_into(&mut out[start..], payload_len, lsn, ts, generation, KIND_WRITE);
+    out.reserve(payload_len);
+    out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+    for op in ops {
+        let (tag, value) = match op {
+            WriteOp::Put { value, .. } => (OP_PUT, &value[..]),
+            WriteOp::Delete { .. } => (OP_DELETE, &[][..]),
+        };
+        out.push(tag);
+        out.extend_from_slice(&(op.key().len() as u32).to_le_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(op.key());
+        out.extend_from_slice(value);
+    }
+    seal(&mut out[start..]);
+    debug_assert_eq!(out.len() - start, RECORD_HEADER_BYTES + payload_len);
+}
+
+/// Writes a GROUP record into `out[..GROUP_RECORD_BYTES]`: the group whose first WRITE record
+/// has `first_lsn`, made when every LSN up to `durable_before` was durable.
+pub fn encode_group(out: &mut [u8], first_lsn: Lsn, generation: u32, durable_before: Lsn) {
+    let b = &mut out[..GROUP_RECORD_BYTES];
+    header_into(b, GROUP_PAYLOAD_BYTES, first_lsn, Ts::ZERO, generation, KIND_GROUP);
+    b[RECORD_HEADER_BYTES..].copy_from_slice(&durable_before.get().to_le_bytes());
+    seal(b);
+}
+
+/// The durable claim of a GROUP record's payload.
+fn group_durable_before(payload: &[u8]) -> Option<Lsn> {
+    (payload.len() == GROUP_PAYLOAD_BYTES).then(|| Lsn::new(read_u64(payload, 0)))
+}
+
+/// Decodes a WRITE payload into its ops. `Err` names what is malformed.
+fn decode_write_payload(p: &[u8]) -> Result<Vec<WriteOp>, &'static str> {
+    let count = p
+        .get(..OP_COUNT_BYTES)
+        .map(|_| read_u32(p, 0) as usize)
+        .ok_or("payload shorter than its count")?;
+    let mut ops = Vec::with_capacity(count.min(p.len() / OP_HEADER_BYTES));
+    let mut at = OP_COUNT_BYTES;
+    for _ in 0..count {
+        let head = p.get(at..at + OP_HEADER_BYTES).ok_or("op header past the payload")?;
+        let tag = head[0];
+        let key_len = read_u32(head, 1) as usize;
+        let value_len = read_u32(head, 5) as usize;
+        at += OP_HEADER_BYTES;
+        let key = p.get(at..at + key_len).ok_or("key past the payload")?.to_vec();
+        at += key_len;
+        let value = p.get(at..at + value_len).ok_or("value past the payload")?;
+        at += value_len;
+        ops.push(match tag {
+            OP_PUT => WriteOp::Put { key, value: value.into() },
+            OP_DELETE if value_len == 0 => WriteOp::Delete { key },
+            _ => return Err("unknown op tag"),
+        });
+    }
+    if at != p.len() {
+        return Err("trailing bytes after the last op");
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops() -> Vec<WriteOp> {
+        vec![
+            WriteOp::Put { key: b"k1".to_vec(), value: b"v1"[..].into() },
+            WriteOp::Delete { key: b"k2".to_vec() },
+        ]
+    }
+
+    fn write(lsn: u64, ts: u64, generation: u32) -> Vec<u8> {
+        let mut rec = Vec::new();
+        encode_write(&mut rec, Lsn::new(lsn), Ts::new(ts), generation, &ops());
+        rec
+    }
+
+    #[test]
+    fn write_record_round_trip() {
+        let mut seg = vec![0u8; 64];
+        let rec = write(7, 70, 3);
+        assert_eq!(rec.len(), write_record_bytes(&ops()));
+        seg.extend_from_slice(&rec);
+        seg.extend_from_slice(&[0u8; 100]);
+        let Parsed::Record(r) = parse(&seg, 64) else { panic!("no record") };
+        assert_eq!((r.lsn, r.ts, r.generation, r.kind), (Lsn::new(7), Ts::new(70), 3, KIND_WRITE));
+        let want = WriteRecord { lsn: Lsn::new(7), ts: Ts::new(70), ops: ops() };
+        assert_eq!(r.decode(), Ok(Decoded::Write(want)));
+        assert!(matches!(parse(&seg, 64 + rec.len()), Parsed::Zero));
+        assert_eq!(peek_lsn_generation(&seg, 64), Some((Lsn::new(7), 3)));
+    }
+
+    #[test]
+    fn group_record_round_trip() {
+        let mut b = vec![0u8; 64];
+        encode_group(&mut b, Lsn::new(9), 4, Lsn::new(7));
+        let Parsed::Record(r) = parse(&b, 0) else { panic!("no record") };
+        assert_eq!((r.lsn, r.generation, r.kind, r.size()), (Lsn::new(9), 4, KIND_GROUP, 40));
+        let want = Decoded::Group { first_lsn: Lsn::new(9), durable_before: Lsn::new(7) };
+        assert_eq!(r.decode(), Ok(want));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_garbage() {
+        let rec = write(1, 1, 1);
+        for i in 0..rec.len() {
+            for bit in 0..8 {
+                let mut bad = rec.clone();
+                bad[i] ^= 1 << bit;
+                assert!(matches!(parse(&bad, 0), Parsed::Garbage), "byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn torn_record_is_garbage() {
+        let mut rec = write(1, 1, 1);
+        rec.truncate(rec.len() - 3);
+        assert!(matches!(parse(&rec, 0), Parsed::Garbage));
+    }
+
+    #[test]
+    fn unknown_and_reserved_kinds_are_named_errors() {
+        for kind in [3u8, 6, 7, 200] {
+            let mut rec = write(1, 1, 1);
+            rec[AT_KIND] = kind;
+            seal(&mut rec);
+            let Parsed::Record(r) = parse(&rec, 0) else { panic!("checksum must still match") };
+            let err = r.decode().unwrap_err();
+            assert_eq!(err, DecodeError::UnknownKind(kind));
+            let text = err.to_string();
+            assert!(text.contains(&kind.to_string()), "{text}");
+            assert_eq!(text.contains("reserved"), KINDS_RESERVED.contains(&kind), "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        assert!(decode_write_payload(&[]).is_err());
+        assert!(decode_write_payload(&[1, 0, 0, 0]).is_err());
+        assert!(decode_write_payload(&[0, 0, 0, 0, 9]).is_err());
+        // A delete carrying a value.
+        let mut p = vec![1, 0, 0, 0, OP_DELETE, 1, 0, 0, 0, 1, 0, 0, 0, b'k', b'v'];
+        assert_eq!(decode_write_payload(&p), Err("unknown op tag"));
+        p[4] = OP_PUT;
+        assert!(decode_write_payload(&p).is_ok());
+        assert_eq!(group_durable_before(&[0; 7]), None);
+    }
+
+    #[test]
+    fn encoded_bytes_match_the_payload() {
+        let ops = ops();
+        let sum: usize = ops.iter().map(WriteOp::encoded_bytes).sum();
+        assert_eq!(write_payload_bytes(&ops), OP_COUNT_BYTES + sum);
+        assert_eq!(ops[0].encoded_bytes(), OP_HEADER_BYTES + 2 + 2);
+    }
+}
