@@ -18,6 +18,8 @@ pub mod io;
 pub mod memtable;
 pub mod runtime;
 pub mod shard;
+#[cfg(any(test, feature = "simulation"))]
+pub mod simulation;
 pub mod stats;
 pub mod version;
 pub mod view;

@@ -5,6 +5,12 @@
 //! no system call is paid per request. The shard parks by setting `parked`, re-checking the
 //! queue, and only then waiting in its ring on a read of the eventfd (SeqCst on both sides:
 //! either the caller sees `parked`, or the shard sees the request).
+//!
+//! When the shard thread ends (a shutdown, or a panic), it *closes* its inbox: it sets
+//! `stopped` and drops every queued request, whose responders answer `Closed`. A caller that
+//! pushes while that happens sees `stopped` after its push and drops what is left itself (the
+//! sender keeps a receiver for that): either way no request is stranded in the queue with a
+//! caller waiting on it forever (SeqCst on both sides, as for `parked`).
 
 use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
@@ -18,6 +24,8 @@ use crate::io::sys::EventFd;
 /// Caller-side end of a shard's ingress. `Send + Sync`; shared by every caller thread.
 pub struct IngressSender {
     tx: Sender<Request>,
+    /// Only for dropping requests a stopped shard will never take.
+    leftovers: Receiver<Request>,
     bell: std::sync::Arc<Doorbell>,
 }
 
@@ -34,6 +42,8 @@ pub struct Doorbell {
     eventfd: std::sync::Arc<EventFd>,
     /// Times a caller wrote the eventfd (each is one system call).
     rings: AtomicU64,
+    /// The shard thread has ended: nothing queued will ever be taken.
+    stopped: AtomicBool,
 }
 
 /// Creates a shard's ingress with room for `depth` queued requests.
@@ -43,15 +53,27 @@ pub fn ingress(depth: usize) -> io::Result<(IngressSender, Inbox)> {
         parked: AtomicBool::new(false),
         eventfd: std::sync::Arc::new(EventFd::new()?),
         rings: AtomicU64::new(0),
+        stopped: AtomicBool::new(false),
     });
-    Ok((IngressSender { tx, bell: bell.clone() }, Inbox { rx, bell }))
+    let sender = IngressSender { tx, leftovers: rx.clone(), bell: bell.clone() };
+    Ok((sender, Inbox { rx, bell }))
 }
 
 impl IngressSender {
     /// Queues `req` (blocking while the queue is full) and wakes the shard if it is parked.
     pub fn send(&self, req: Request) -> Result<()> {
+        if self.bell.stopped.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
         self.tx.send(req).map_err(|_| Error::Closed)?;
         fence(Ordering::SeqCst);
+        if self.bell.stopped.load(Ordering::SeqCst) {
+            // The shard ended while we pushed: it may have drained before our request landed.
+            while let Ok(req) = self.leftovers.try_recv() {
+                drop(req); // its responder answers `Closed`
+            }
+            return Ok(());
+        }
         if self.bell.parked.load(Ordering::SeqCst) && self.bell.parked.swap(false, Ordering::SeqCst)
         {
             self.bell.rings.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +94,16 @@ impl IngressSender {
 }
 
 impl Inbox {
+    /// Called by the shard thread as it ends: marks the inbox stopped and drops every queued
+    /// request (their responders answer `Closed`).
+    pub fn close(&self) {
+        self.bell.stopped.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        while let Ok(req) = self.rx.try_recv() {
+            drop(req);
+        }
+    }
+
     /// Takes the next request without blocking. `Err(Closed)` once every sender is gone.
     pub fn try_pop(&self) -> Result<Option<Request>> {
         match self.rx.try_recv() {
@@ -124,6 +156,19 @@ mod tests {
         assert!(!inbox.bell.parked.load(Ordering::SeqCst));
         assert!(inbox.try_pop().unwrap().is_some());
         assert!(!inbox.announce_park() || inbox.is_empty());
+    }
+
+    #[test]
+    fn a_closed_inbox_strands_no_request() {
+        let (tx, inbox) = ingress(4).unwrap();
+        let c = Arc::new(Completion::new(2));
+        tx.send(Request::Sync { done: Responder::new(c.clone()) }).unwrap();
+        inbox.close();
+        assert!(matches!(
+            tx.send(Request::Sync { done: Responder::new(c.clone()) }),
+            Err(Error::Closed)
+        ));
+        assert!(matches!(c.try_result(), Some(Err(Error::Closed))), "both answered Closed");
     }
 
     #[test]

@@ -62,6 +62,9 @@ struct Group<S: Storage> {
     segment: Rc<Segment<S>>,
     offset: usize,
     submitted: bool,
+    /// Its size is final: the next group's place was computed from it (`close_group`), so it
+    /// takes no more records, even if opening that next group then failed.
+    sealed: bool,
     /// A group of no records that only carries a durable claim.
     claim_only: bool,
 }
@@ -125,14 +128,19 @@ impl<S: Storage> DirectWal<S> {
         self.groups.back().is_some_and(|g| {
             let padded = format::next_group_offset(g.fill + bytes);
             let cap = g.buf.as_ref().map_or(0, IoBuf::len);
-            !g.submitted && !g.claim_only && padded <= cap && g.offset + padded <= g.segment.len
+            !g.submitted
+                && !g.sealed
+                && !g.claim_only
+                && padded <= cap
+                && g.offset + padded <= g.segment.len
         })
     }
 
     /// Closes the tail group (its size is final) and opens a new one with room for `bytes`.
     fn open_group(&mut self, io: &mut S, bytes: usize, claim_only: bool) -> Result<(), WalError> {
-        if let Some(tail) = self.groups.back() {
+        if let Some(tail) = self.groups.back_mut() {
             if !tail.submitted {
+                tail.sealed = true;
                 let (offset, fill, segment) = (tail.offset, tail.fill, tail.segment.clone());
                 self.close_group(offset, fill, &segment);
             }
@@ -165,6 +173,7 @@ impl<S: Storage> DirectWal<S> {
             offset: self.next_offset,
             segment,
             submitted: false,
+            sealed: false,
             claim_only,
         });
         Ok(())

@@ -26,6 +26,8 @@ pub mod segment;
 mod chain;
 pub(crate) mod direct;
 mod mapped;
+#[cfg(test)]
+mod recovery_cases;
 
 pub use direct::DirectWal;
 pub use mapped::MappedWal;

@@ -199,7 +199,7 @@ pub fn replay<S: Storage>(
     if out.report.cut.is_some() {
         out.tail = Tail::Fresh;
     }
-    sync_replayed(io, &replayed)?;
+    sync_replayed(io, dir, &replayed)?;
     Ok(out)
 }
 
@@ -215,8 +215,11 @@ fn resume_tail(seg: &Segment, scan: &SegmentScan, len: usize, is_last: bool) -> 
 }
 
 /// Replayed records count as durable from here on (a durable claim may soon cover them), but
-/// after a process crash they may sit only in the page cache: sync every replayed segment.
-fn sync_replayed<S: Storage>(io: &mut S, replayed: &[&Segment]) -> Result<()> {
+/// after a process crash they may sit only in the page cache: sync every replayed segment, and
+/// the directory (a segment's name may not be durable yet if an earlier directory fsync failed
+/// and the process stopped).
+fn sync_replayed<S: Storage>(io: &mut S, dir: &Path, replayed: &[&Segment]) -> Result<()> {
+    io.sync_dir(dir).map_err(|e| Error::io("fsync WAL directory", dir, e))?;
     for seg in replayed {
         let file = io
             .open(&seg.path, OpenHow::Buffered)

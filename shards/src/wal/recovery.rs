@@ -193,7 +193,7 @@ pub fn decide_segment(state: SegmentState, horizon: Horizon) -> SegmentDecision 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashSet;
 

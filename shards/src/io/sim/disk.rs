@@ -98,12 +98,14 @@ pub enum Completion {
 /// Everything one simulated disk holds.
 pub(super) struct DiskState {
     pub(super) rng: SimRng,
-    files: HashMap<u64, SimFile>,
+    /// Ordered maps throughout: iteration order feeds the generator, and one seed must give
+    /// one run.
+    files: BTreeMap<u64, SimFile>,
     next_inode: u64,
     dirs: BTreeMap<PathBuf, Dir>,
     next_seq: u64,
     pending: Vec<Pending>,
-    completed: HashMap<u64, Vec<IoDone>>,
+    completed: BTreeMap<u64, Vec<IoDone>>,
     pub(super) completion: Completion,
     /// Simulated time since the disk was made, when the simulation moves the clock.
     pub(super) clock: Option<Duration>,
@@ -146,12 +148,12 @@ impl DiskState {
     pub(super) fn new(seed: u64, completion: Completion) -> Self {
         DiskState {
             rng: SimRng::new(seed),
-            files: HashMap::new(),
+            files: BTreeMap::new(),
             next_inode: 1,
             dirs: BTreeMap::new(),
             next_seq: 1,
             pending: Vec::new(),
-            completed: HashMap::new(),
+            completed: BTreeMap::new(),
             completion,
             clock: (completion == Completion::Manual).then_some(Duration::ZERO),
             faults: Vec::new(),
