@@ -19,12 +19,10 @@
 mod common;
 
 use common::{header, hist, report};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lightning_db::{Database, LightningDbConfig, WalSyncMode};
-use lightning_shards::ingress::{Completion, Request, Responder};
-use lightning_shards::{Limits, ShardConfig, ShardHandle};
+use lightning_shards::{Limits, ShardConfig, ShardHandle, Ticket};
 
 fn shard(dir: &std::path::Path, cpu: Option<usize>) -> ShardHandle {
     ShardHandle::start(ShardConfig {
@@ -47,10 +45,10 @@ fn shard(dir: &std::path::Path, cpu: Option<usize>) -> ShardHandle {
 }
 
 fn round_trip(s: &ShardHandle) -> u64 {
-    let done = Arc::new(Completion::new(1));
+    let mut ticket = Ticket::new(1);
     let t = Instant::now();
-    s.send(Request::Sync { done: Responder::new(done.clone()) }).unwrap();
-    done.wait(&s.wait_policy()).unwrap();
+    s.submit_sync(&mut ticket);
+    ticket.wait().unwrap();
     t.elapsed().as_nanos() as u64
 }
 
@@ -60,11 +58,10 @@ fn main() {
     let dir =
         tempfile::tempdir_in(std::env::var("LDB_BENCH_DIR").unwrap_or_else(|_| "target".into()))
             .unwrap();
-    let cpus = lightning_shards::io::sys::allowed_cpus();
-    let s = shard(dir.path(), cpus.first().copied());
+    let s = shard(dir.path(), lightning_shards::cpu_for_shard(0));
     println!(
         "micro_ingress: n={n}, {} CPUs, shard pinned to {:?}",
-        cpus.len(),
+        lightning_shards::default_shard_count(),
         s.report().pinned_cpu
     );
     header("Ingress round trips through a real shard (no WAL work)");
@@ -86,11 +83,11 @@ fn main() {
     let rounds = n / burst;
     let start = Instant::now();
     for _ in 0..rounds {
-        let done = Arc::new(Completion::new(burst as u32));
+        let mut ticket = Ticket::new(burst as u32);
         for _ in 0..burst {
-            s.send(Request::Sync { done: Responder::new(done.clone()) }).unwrap();
+            s.submit_sync(&mut ticket);
         }
-        done.wait(&s.wait_policy()).unwrap();
+        ticket.wait().unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
     println!("{:<48} {:>49.0} msgs/s", "pipelined, bursts of 256", (rounds * burst) as f64 / secs);

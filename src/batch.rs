@@ -5,8 +5,7 @@
 //! Across shards each part is atomic on its own, but the parts are not atomic together yet:
 //! that arrives with cross-shard transactions (two-phase commit).
 
-use lightning_shards::ingress::WriteOp;
-use lightning_shards::{Error, Result};
+use lightning_shards::{Error, Result, WriteOp};
 
 use crate::config::{KEY_BYTES_LIMIT, VALUE_BYTES_LIMIT};
 

@@ -80,7 +80,7 @@ impl Default for LightningDbConfig {
             compression_enabled: true,
             max_active_transactions: 1024,
             wal_sync_mode: WalSyncMode::Normal,
-            shards: lightning_shards::io::sys::allowed_cpus().len().clamp(1, MAX_SHARDS),
+            shards: lightning_shards::default_shard_count().clamp(1, MAX_SHARDS),
             sync_interval_ms: 100,
             flush_interval_ms: 100,
             wal_segment_bytes: 64 << 20,
@@ -185,16 +185,11 @@ impl LightningDbConfig {
     }
 
     /// The configuration of shard `shard_id` of a database at `db_dir`.
-    pub(crate) fn shard_config(
-        &self,
-        db_dir: &Path,
-        shard_id: usize,
-        cpu: Option<usize>,
-    ) -> ShardConfig {
+    pub(crate) fn shard_config(&self, db_dir: &Path, shard_id: usize) -> ShardConfig {
         ShardConfig {
             shard_id,
             dir: db_dir.join(format!("shard-{shard_id:03}")),
-            cpu: if self.pin_shards { cpu } else { None },
+            cpu: if self.pin_shards { lightning_shards::cpu_for_shard(shard_id) } else { None },
             wal_sync_mode: self.wal_sync_mode,
             sync_interval_ms: self.sync_interval_ms,
             flush_interval_ms: self.flush_interval_ms,

@@ -8,21 +8,17 @@
 
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use lightning_shards::ingress::{Completion, Request, Responder, WaitPolicy, WriteOp};
-use lightning_shards::shard::StartingShard;
-use lightning_shards::stats::ShardStats;
-use lightning_shards::{Error, Limits, Result, ShardHandle, StartReport, WalSyncMode};
+use lightning_shards::{
+    Error, Limits, Result, ShardHandle, ShardStats, StartReport, StartingShard, Ticket,
+    WalSyncMode, WriteOp,
+};
 
 use crate::batch::WriteBatch;
 use crate::config::LightningDbConfig;
 use crate::meta::{self, Meta, HASH_CRC32C_LEMIRE};
 use crate::router::Router;
 use crate::scan::{prefix_successor, DbIterator};
-
-/// How long a `Sync`-mode writer polls for its acknowledgement before parking.
-const SYNC_WRITE_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Memory held by a database's memtables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,9 +142,9 @@ impl Database {
     pub fn memory_usage(&self) -> MemoryUsage {
         let mut usage = MemoryUsage::default();
         for shard in &self.shards {
-            let m = shard.view().memtable();
-            usage.memtable_bytes += m.approx_bytes() as u64;
-            usage.versions += m.version_count() as u64;
+            let (bytes, versions) = shard.memtable_usage();
+            usage.memtable_bytes += bytes;
+            usage.versions += versions;
         }
         usage
     }
@@ -157,16 +153,7 @@ impl Database {
     /// depth at drain, WAL bytes, records and group writes, fdatasyncs, loop turns and stalls,
     /// memtable size. Asks every shard through its queue (one message each).
     pub fn stats(&self) -> Result<DbStats> {
-        let mut replies = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let (reply, rx) = crossbeam_channel::bounded(1);
-            shard.send(Request::Stats { reply })?;
-            replies.push(rx);
-        }
-        let shards = replies
-            .into_iter()
-            .map(|rx| rx.recv().map_err(|_| Error::Closed))
-            .collect::<Result<_>>()?;
+        let shards = self.shards.iter().map(ShardHandle::stats).collect::<Result<_>>()?;
         Ok(DbStats { shards })
     }
 
@@ -187,31 +174,14 @@ impl Database {
     }
 
     fn write_one(&self, op: WriteOp) -> Result<()> {
-        let shard = &self.shards[self.router.shard_for(op.key())];
-        if shard.view().is_poisoned() {
-            return Err(Error::Poisoned { shard: shard.view().shard_id() });
-        }
-        let done = Arc::new(Completion::new(1));
-        shard.send(Request::Write { op, done: Responder::new(done.clone()) })?;
-        done.wait(&self.write_wait(shard))
-    }
-
-    /// How a writer waits for `shard`: in `Sync` mode the durable write takes ~100 µs, so the
-    /// caller keeps polling (yielding the CPU) for up to 1 ms instead of parking after 50 µs;
-    /// a parked caller costs a futex wake-up and misses the next group commit (ADR 0002).
-    fn write_wait(&self, shard: &ShardHandle) -> WaitPolicy {
-        let policy = shard.wait_policy();
-        match self.mode {
-            WalSyncMode::Sync => WaitPolicy { spin: SYNC_WRITE_SPIN, ..policy },
-            WalSyncMode::Normal | WalSyncMode::Async => policy,
-        }
+        self.shards[self.router.shard_for(op.key())].write(op)
     }
 
     /// The value of `key`, if present.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         let key = key.as_ref();
         self.check_key(key)?;
-        Ok(self.shards[self.router.shard_for(key)].view().get(key))
+        Ok(self.shards[self.router.shard_for(key)].get(key))
     }
 
     /// True when `key` is present.
@@ -229,9 +199,8 @@ impl Database {
         }
         let mut out = vec![None; keys.len()];
         for (shard, indexes) in self.shards.iter().zip(by_shard) {
-            let view = shard.view();
             for i in indexes {
-                out[i] = view.get(keys[i].as_ref());
+                out[i] = shard.get(keys[i].as_ref());
             }
         }
         Ok(out)
@@ -268,21 +237,17 @@ impl Database {
             return Ok(());
         }
         for (shard, part) in self.shards.iter().zip(&parts) {
-            if !part.is_empty() && shard.view().is_poisoned() {
-                return Err(Error::Poisoned { shard: shard.view().shard_id() });
+            if !part.is_empty() && shard.is_poisoned() {
+                return Err(Error::Poisoned { shard: shard.id() });
             }
         }
-        let done = Arc::new(Completion::new(touched as u32));
-        let mut policy = WaitPolicy::DEFAULT;
+        let mut ticket = Ticket::new(touched as u32);
         for (shard, ops) in self.shards.iter().zip(parts) {
-            if ops.is_empty() {
-                continue;
+            if !ops.is_empty() {
+                shard.submit_batch(ops, &mut ticket);
             }
-            policy = self.write_wait(shard);
-            // A refused send drops the request, whose responder then signals `Closed`.
-            let _ = shard.send(Request::Batch { ops, done: Responder::new(done.clone()) });
         }
-        done.wait(&policy)
+        ticket.wait()
     }
 
     /// Entries with `start <= key < end` in key order (`None`: unbounded). The iterator yields
@@ -312,11 +277,11 @@ impl Database {
 
     /// Makes every write acknowledged so far durable (fdatasync on every shard).
     pub fn sync(&self) -> Result<()> {
-        let done = Arc::new(Completion::new(self.shards.len() as u32));
+        let mut ticket = Ticket::new(self.shards.len() as u32);
         for shard in &self.shards {
-            let _ = shard.send(Request::Sync { done: Responder::new(done.clone()) });
+            shard.submit_sync(&mut ticket);
         }
-        done.wait(&lightning_shards::ingress::WaitPolicy::DEFAULT)
+        ticket.wait()
     }
 
     /// Makes every write acknowledged so far durable. Same as [`Database::sync`] until the
@@ -438,12 +403,10 @@ fn start_shards(
     count: usize,
     backend: &Backend,
 ) -> Result<Vec<ShardHandle>> {
-    let cpus = lightning_shards::io::sys::allowed_cpus();
     let mut starting = Vec::with_capacity(count);
     let mut failure = None;
     for id in 0..count {
-        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
-        match backend.spawn(config.shard_config(path, id, cpu)) {
+        match backend.spawn(config.shard_config(path, id)) {
             Ok(s) => starting.push(s),
             Err(e) => {
                 failure = Some(e);

@@ -52,14 +52,17 @@ mod scan;
 pub use batch::WriteBatch;
 pub use config::{LightningDbConfig, KEY_BYTES_LIMIT, MAX_SHARDS, VALUE_BYTES_LIMIT};
 pub use db::{Database, DbStats, MemoryUsage};
-pub use lightning_shards::stats::{OpKind, ShardStats, Stall, STALLS_KEPT};
-pub use lightning_shards::{Error, Result, StartReport, WalSyncMode};
+pub use lightning_shards::{
+    Cut, Distribution, Error, OpKind, RecoveryReport, RecoveryStats, Result, RingSetup, ShardStats,
+    Stall, StartReport, WalSyncMode, STALLS_KEPT,
+};
 pub use scan::{DbIterator, CHUNK_MAX};
 
 /// The simulated disk: in memory, with process crashes, power loss, torn and failed writes,
 /// by seed (feature `simulation`). Open a database on it with `Database::open_simulated`.
 #[cfg(feature = "simulation")]
 pub mod sim {
-    pub use lightning_shards::io::sim::{Fault, FaultOp, FaultRates, FiredFault, SimDisk};
-    pub use lightning_shards::io::{io_leaks, IoLeaks};
+    pub use lightning_shards::sim::{
+        io_leaks, Fault, FaultOp, FaultRates, FiredFault, IoLeaks, SimDisk,
+    };
 }

@@ -11,9 +11,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use lightning_shards::memtable::{Direction, KeyBytes, Memtable};
-use lightning_shards::view::Snapshot;
-use lightning_shards::{Result, ShardHandle};
+use lightning_shards::{Direction, KeyBytes, Result, ShardHandle, ShardSnapshot};
 
 /// First chunk size per shard stream; doubles on every refill.
 const CHUNK_MIN: usize = 32;
@@ -47,8 +45,7 @@ impl Side {
 }
 
 struct ShardStream {
-    snapshot: Snapshot,
-    memtable: Arc<Memtable>,
+    snapshot: ShardSnapshot,
     front: Side,
     back: Side,
 }
@@ -72,12 +69,7 @@ impl DbIterator {
     ) -> Self {
         let streams = shards
             .iter()
-            .map(|s| ShardStream {
-                snapshot: s.view().snapshot(),
-                memtable: s.view().memtable(),
-                front: Side::new(),
-                back: Side::new(),
-            })
+            .map(|s| ShardStream { snapshot: s.snapshot(), front: Side::new(), back: Side::new() })
             .collect();
         DbIterator { streams, lower, upper, front_last: None, back_last: None }
     }
@@ -102,7 +94,7 @@ impl DbIterator {
             (Cursor::After(k), Direction::Forward) => (Bound::Excluded(k.as_slice()), upper),
             (Cursor::After(k), Direction::Reverse) => (lower, Bound::Excluded(k.as_slice())),
         };
-        let chunk = s.memtable.chunk(lo, hi, s.snapshot.ts(), direction, side.chunk);
+        let chunk = s.snapshot.chunk(lo, hi, direction, side.chunk);
         side.chunk = (side.chunk * 2).min(CHUNK_MAX);
         side.cursor = match chunk.resume_after {
             Some(k) => Cursor::After(k),

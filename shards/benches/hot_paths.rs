@@ -8,11 +8,10 @@
 use std::sync::Arc;
 
 use divan::{black_box, Bencher};
-use lightning_shards::ingress::{Completion, Request, Responder, WriteOp};
-use lightning_shards::memtable::{Lookup, Memtable};
-use lightning_shards::version::{Lsn, Ts};
-use lightning_shards::wal::record::{encode_write, parse, write_record_bytes, Parsed};
-use lightning_shards::{ShardConfig, ShardHandle};
+use lightning_shards::internals::{
+    encode_write, parse, write_record_bytes, Lookup, Memtable, Parsed,
+};
+use lightning_shards::{Lsn, ShardConfig, ShardHandle, Ticket, Ts, WriteOp};
 
 fn main() {
     divan::main();
@@ -115,11 +114,10 @@ fn ingress_round_trip(b: Bencher) {
         ..ShardConfig::new(0, dir.path().join("shard-000"))
     };
     let shard = ShardHandle::start(cfg).unwrap();
-    let policy = shard.wait_policy();
     b.bench_local(|| {
-        let done = Arc::new(Completion::new(1));
-        shard.send(Request::Sync { done: Responder::new(done.clone()) }).unwrap();
-        done.wait(&policy).unwrap();
+        let mut ticket = Ticket::new(1);
+        shard.submit_sync(&mut ticket);
+        ticket.wait().unwrap();
     });
     shard.shutdown().unwrap();
 }

@@ -1,7 +1,7 @@
 //! Single-threaded memtable insert/get loop, for instruction counts under callgrind:
 //! `valgrind --tool=callgrind target/release/examples/memtable_ops 100000`.
 #![allow(clippy::unwrap_used)]
-use lightning_shards::memtable::{Lookup, Memtable};
+use lightning_shards::internals::{Lookup, Memtable};
 
 fn key(i: u64) -> [u8; 16] {
     ((i as u128) << 1).to_be_bytes()
@@ -13,7 +13,7 @@ fn main() {
     let v = vec![7u8; 100];
     let t = std::time::Instant::now();
     for i in 0..n {
-        m.insert(&key(i), lightning_shards::version::Ts::new(i + 1), Some(v.as_slice().into()));
+        m.insert(&key(i), lightning_shards::Ts::new(i + 1), Some(v.as_slice().into()));
     }
     let ins = t.elapsed();
     let t = std::time::Instant::now();
@@ -23,7 +23,7 @@ fn main() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if let Lookup::Found(_) = m.get(&key(x % n), lightning_shards::version::Ts::MAX) {
+        if let Lookup::Found(_) = m.get(&key(x % n), lightning_shards::Ts::MAX) {
             found += 1;
         }
     }

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use lightning_shards::simulation::{run_seed, SimOptions};
+use lightning_shards::sim::{run_seed, SimOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

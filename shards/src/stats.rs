@@ -10,8 +10,68 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+/// A distribution of recorded values (latencies in ns, or counts): the crate's own type, so
+/// the public statistics do not depend on how they are kept (an hdrhistogram at 3 significant
+/// digits inside).
+#[derive(Clone, Debug)]
+pub struct Distribution(Histogram<u64>);
+
+impl Distribution {
+    fn bounded(high: u64) -> Self {
+        Distribution(bounded(high))
+    }
+
+    /// Values recorded.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The smallest value recorded (0 when empty).
+    pub fn min(&self) -> u64 {
+        self.0.min()
+    }
+
+    /// The largest value recorded (0 when empty).
+    pub fn max(&self) -> u64 {
+        self.0.max()
+    }
+
+    /// The mean (0 when empty).
+    pub fn mean(&self) -> f64 {
+        self.0.mean()
+    }
+
+    /// The value at quantile `q` (0.0 to 1.0), e.g. `0.99` for the 99th percentile.
+    pub fn value_at_quantile(&self, q: f64) -> u64 {
+        self.0.value_at_quantile(q)
+    }
+
+    fn record(&mut self, v: u64) {
+        let _ = self.0.record(v.clamp(1, self.0.high()));
+    }
+
+    fn add(&mut self, other: &Distribution) {
+        let _ = self.0.add(&other.0);
+    }
+
+    /// `self` minus `earlier`; `self` whole when they cannot be subtracted.
+    fn minus(&self, earlier: &Distribution) -> Distribution {
+        let mut h = self.0.clone();
+        if h.subtract(&earlier.0).is_err() {
+            h = self.0.clone();
+        }
+        Distribution(h)
+    }
+}
+
 /// What kind of request a latency belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum OpKind {
     /// A single put.
     Put,
@@ -71,7 +131,7 @@ pub struct WalCounters {
     /// Group writes.
     pub group_writes: u64,
     /// Records per group write.
-    pub records_per_group: Histogram<u64>,
+    pub records_per_group: Distribution,
     /// fdatasyncs completed.
     pub fdatasyncs: u64,
 }
@@ -82,7 +142,7 @@ impl Default for WalCounters {
             bytes: 0,
             records: 0,
             group_writes: 0,
-            records_per_group: count_histogram(),
+            records_per_group: Distribution::bounded(COUNT_HIGH),
             fdatasyncs: 0,
         }
     }
@@ -95,7 +155,7 @@ impl WalCounters {
         self.records += records as u64;
         self.bytes += bytes as u64;
         if records > 0 {
-            let _ = self.records_per_group.record(records as u64);
+            self.records_per_group.record(records as u64);
         }
     }
 }
@@ -103,6 +163,7 @@ impl WalCounters {
 /// What the shard's recovery at open cut, set aside or removed (`wal::reader`): all zero after
 /// a clean close.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryStats {
     /// Records replayed from the WAL.
     pub records_replayed: u64,
@@ -131,15 +192,16 @@ impl RecoveryStats {
 
 /// One shard's statistics.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ShardStats {
     /// The shard.
     pub shard_id: usize,
     /// Requests handled, per kind.
     pub ops: [u64; 4],
     /// Engine-side latency per kind, ns (queue pop → acknowledgement).
-    pub latency: [Histogram<u64>; 4],
+    pub latency: [Distribution; 4],
     /// Requests drained per loop turn that found any.
-    pub drain_depth: Histogram<u64>,
+    pub drain_depth: Distribution,
     /// Requests that failed (rejected, poisoned, closed), all kinds.
     pub errors: u64,
     /// WAL bytes handed to the kernel (records, padding and group headers).
@@ -149,7 +211,7 @@ pub struct ShardStats {
     /// Group writes: `Sync` durable writes, `Normal`/`Async` publications into the mapping.
     pub wal_group_writes: u64,
     /// Records per group write.
-    pub wal_records_per_group: Histogram<u64>,
+    pub wal_records_per_group: Distribution,
     /// fdatasyncs completed (`Normal`/`Async`; in `Sync` each group write is itself durable).
     pub fdatasyncs: u64,
     /// Loop turns run.
@@ -179,14 +241,13 @@ fn bounded(high: u64) -> Histogram<u64> {
     Histogram::new_with_bounds(1, high, 3).expect("constant histogram bounds are valid")
 }
 
-/// Latencies: 1 ns to 1 h.
-fn histogram() -> Histogram<u64> {
-    bounded(3_600_000_000_000)
-}
+/// Largest latency kept: 1 h, in ns.
+const LATENCY_HIGH_NS: u64 = 3_600_000_000_000;
+/// Largest count per event kept: 16 M.
+const COUNT_HIGH: u64 = 1 << 24;
 
-/// Counts per event: 1 to 16 M.
-fn count_histogram() -> Histogram<u64> {
-    bounded(1 << 24)
+fn latency_distribution() -> Distribution {
+    Distribution::bounded(LATENCY_HIGH_NS)
 }
 
 impl ShardStats {
@@ -195,13 +256,13 @@ impl ShardStats {
         ShardStats {
             shard_id,
             ops: [0; 4],
-            latency: [histogram(), histogram(), histogram(), histogram()],
-            drain_depth: count_histogram(),
+            latency: std::array::from_fn(|_| latency_distribution()),
+            drain_depth: Distribution::bounded(COUNT_HIGH),
             errors: 0,
             wal_bytes: 0,
             wal_records: 0,
             wal_group_writes: 0,
-            wal_records_per_group: count_histogram(),
+            wal_records_per_group: Distribution::bounded(COUNT_HIGH),
             fdatasyncs: 0,
             turns: 0,
             stall_count: 0,
@@ -220,7 +281,7 @@ impl ShardStats {
     }
 
     /// Engine-side latency histogram of `kind`.
-    pub fn latency(&self, kind: OpKind) -> &Histogram<u64> {
+    pub fn latency(&self, kind: OpKind) -> &Distribution {
         &self.latency[kind.index()]
     }
 
@@ -231,13 +292,13 @@ impl ShardStats {
             self.errors += 1;
         }
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let _ = self.latency[kind.index()].record(ns.min(self.latency[kind.index()].high()));
+        self.latency[kind.index()].record(ns);
     }
 
     /// Records a loop turn that drained `n` requests.
     pub fn record_drain(&mut self, n: usize) {
         if n > 0 {
-            let _ = self.drain_depth.record(n as u64);
+            self.drain_depth.record(n as u64);
         }
     }
 
@@ -275,10 +336,10 @@ impl ShardStats {
     pub fn merge(&mut self, other: &ShardStats) {
         for i in 0..4 {
             self.ops[i] += other.ops[i];
-            let _ = self.latency[i].add(&other.latency[i]);
+            self.latency[i].add(&other.latency[i]);
         }
-        let _ = self.drain_depth.add(&other.drain_depth);
-        let _ = self.wal_records_per_group.add(&other.wal_records_per_group);
+        self.drain_depth.add(&other.drain_depth);
+        self.wal_records_per_group.add(&other.wal_records_per_group);
         self.errors += other.errors;
         self.wal_bytes += other.wal_bytes;
         self.wal_records += other.wal_records;
@@ -301,13 +362,7 @@ impl ShardStats {
     /// are those recorded after `earlier` (as far as [`STALLS_KEPT`] remembers). A histogram
     /// that cannot be subtracted (snapshots of different shards) is kept whole.
     pub fn since(&self, earlier: &ShardStats) -> ShardStats {
-        let minus = |later: &Histogram<u64>, before: &Histogram<u64>| {
-            let mut h = later.clone();
-            if h.subtract(before).is_err() {
-                h = later.clone();
-            }
-            h
-        };
+        let minus = |later: &Distribution, before: &Distribution| later.minus(before);
         let new_stalls = self.stall_count.saturating_sub(earlier.stall_count);
         let keep = usize::try_from(new_stalls).unwrap_or(usize::MAX).min(self.recent_stalls.len());
         ShardStats {

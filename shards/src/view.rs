@@ -133,11 +133,6 @@ impl Snapshot {
     pub fn ts(&self) -> Ts {
         self.ts
     }
-
-    /// The shard view it belongs to.
-    pub fn view(&self) -> &Arc<ShardView> {
-        &self.view
-    }
 }
 
 impl Drop for Snapshot {

@@ -2,11 +2,9 @@
 //! rings only when the shard had parked), and a parked one is woken by exactly one ring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use lightning_shards::ingress::{Completion, Request, Responder, WriteOp};
-use lightning_shards::{Limits, ShardConfig, ShardHandle, WalSyncMode};
+use lightning_shards::{Limits, ShardConfig, ShardHandle, WalSyncMode, WriteOp};
 
 fn shard(dir: &std::path::Path) -> ShardHandle {
     ShardHandle::spawn(ShardConfig {
@@ -30,10 +28,8 @@ fn shard(dir: &std::path::Path) -> ShardHandle {
 }
 
 fn put(s: &ShardHandle, i: u32) {
-    let done = Arc::new(Completion::new(1));
     let op = WriteOp::Put { key: i.to_be_bytes().to_vec(), value: vec![1u8; 16].into() };
-    s.send(Request::Write { op, done: Responder::new(done.clone()) }).unwrap();
-    done.wait(&s.wait_policy()).unwrap();
+    s.write(op).unwrap();
 }
 
 #[test]
@@ -48,7 +44,7 @@ fn a_busy_shard_costs_no_system_call_per_request() {
     // The shard polls for 20 ms after each request, so it never parks during the burst.
     let rung = s.doorbell_rings() - before;
     assert!(rung <= 2, "{rung} doorbell rings for 1999 back-to-back requests");
-    assert_eq!(s.view().get(&1999u32.to_be_bytes()), Some(vec![1u8; 16]));
+    assert_eq!(s.get(&1999u32.to_be_bytes()), Some(vec![1u8; 16]));
     s.shutdown().unwrap();
 }
 

@@ -6,7 +6,7 @@
 //! `scripts/simulate.sh --seeds N` runs any number in release; `--seed S --verbose` one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use lightning_shards::simulation::{run_seed, SimOptions};
+use lightning_shards::sim::{run_seed, SimOptions};
 
 /// Seeds `cargo test` runs.
 const SEEDS: u64 = 200;
@@ -14,7 +14,7 @@ const SEEDS: u64 = 200;
 #[test]
 fn every_promise_holds_on_the_simulated_disk() {
     let mut failures = Vec::new();
-    let mut total = lightning_shards::simulation::SeedSummary::default();
+    let mut total = lightning_shards::sim::SeedSummary::default();
     for seed in 0..SEEDS {
         match run_seed(seed, SimOptions::default()) {
             Ok(s) => {

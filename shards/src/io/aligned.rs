@@ -53,11 +53,6 @@ impl AlignedBuf {
         self.len
     }
 
-    /// True only for [`AlignedBuf::empty`]: allocated buffers hold at least one sector.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Raw pointer for an SQE.
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
@@ -122,7 +117,7 @@ mod tests {
     #[test]
     fn empty_owns_nothing() {
         let e = AlignedBuf::empty();
-        assert!(e.is_empty() && e.as_slice().is_empty());
+        assert!(e.len() == 0 && e.as_slice().is_empty());
     }
 
     #[test]

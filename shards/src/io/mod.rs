@@ -122,18 +122,13 @@ impl RegisteredPool {
         let index = u16::try_from(index).ok()?;
         Some(IoBuf { mem: BufMem::Leased { pool: self.clone(), index }, in_kernel: false })
     }
-
-    /// Buffers leased out right now.
-    pub fn leases(&self) -> usize {
-        self.leased.iter().filter(|l| l.load(Ordering::Acquire)).count()
-    }
 }
 
 /// Buffers that were about to be freed while the kernel could still be using them, and were
 /// leaked instead. Always 0 unless a storage broke its own rule; tests assert it.
 static FREED_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
 /// Buffers (and the files with them) leaked because their operation did not complete within
-/// [`uring::RING_DRAIN_TIMEOUT`] when a ring was dropped.
+/// `uring::RING_DRAIN_TIMEOUT` (30 s) when a ring was dropped.
 static LEAKED_AT_DROP: AtomicU64 = AtomicU64::new(0);
 
 /// Counts of buffers the I/O layer leaked instead of freeing under the kernel, process-wide.
@@ -142,7 +137,7 @@ pub struct IoLeaks {
     /// Buffers still owned by an operation in flight when something tried to free them: a bug
     /// in the I/O layer, caught and leaked. Always 0 unless that bug exists.
     pub freed_in_flight: u64,
-    /// Buffers whose operation had not completed [`uring::RING_DRAIN_TIMEOUT`] after the ring
+    /// Buffers whose operation had not completed `uring::RING_DRAIN_TIMEOUT` (30 s) after the ring
     /// was dropped (a hung device), leaked so the kernel never writes from freed memory.
     pub leaked_at_drop: u64,
 }

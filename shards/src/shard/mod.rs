@@ -25,17 +25,22 @@ use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Respond
 use crate::io::sys;
 use crate::io::uring::{Registration, RingSetup, UringStorage};
 use crate::io::Storage;
-use crate::memtable::Memtable;
+use crate::memtable::{Chunk, Direction, Memtable};
 use crate::runtime::event_loop::{self, LoopConfig};
+use crate::stats::ShardStats;
 use crate::version::Lsn;
 use crate::view::ShardView;
+use crate::view::Snapshot;
 use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
 use crate::wal::record::Record;
+use crate::wal::record::WriteOp;
 use crate::wal::{open_writer, WalError, WalOptions};
+use std::ops::Bound;
 
 /// What a shard found while starting, for the environment report.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StartReport {
     /// The CPU the shard thread is pinned to, if pinning succeeded.
     pub pinned_cpu: Option<usize>,
@@ -49,12 +54,63 @@ pub struct StartReport {
     pub recovery: RecoveryReport,
 }
 
-/// Caller-side handle to a running shard.
+/// How long a `Sync`-mode writer polls for its acknowledgement before parking: the durable
+/// write takes ~100 µs, and a parked caller costs a futex wake-up and misses the next group
+/// commit (ADR 0002).
+const SYNC_WRITE_SPIN: Duration = Duration::from_millis(1);
+
+/// Caller-side handle to a running shard. `Send + Sync`: every caller thread uses it.
 pub struct ShardHandle {
     view: Arc<ShardView>,
     sender: IngressSender,
     report: StartReport,
+    mode: WalSyncMode,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// One wait for replies from one or more shards (a batch or a sync that touches several):
+/// each shard answers its part, the caller waits once.
+pub struct Ticket {
+    completion: Arc<Completion>,
+    policy: WaitPolicy,
+}
+
+impl Ticket {
+    /// A ticket for `parts` replies.
+    pub fn new(parts: u32) -> Ticket {
+        Ticket { completion: Arc::new(Completion::new(parts)), policy: WaitPolicy::DEFAULT }
+    }
+
+    fn responder(&mut self, shard: &ShardHandle, writes: bool) -> Responder {
+        self.policy = if writes { shard.write_policy() } else { shard.wait_policy() };
+        Responder::new(self.completion.clone())
+    }
+
+    /// Waits until every part replied; the first error, if any.
+    pub fn wait(self) -> Result<()> {
+        self.completion.wait(&self.policy)
+    }
+}
+
+/// A registered read snapshot of one shard at its visible watermark: garbage collection keeps
+/// what it sees until it is dropped. Reads it in ordered chunks.
+pub struct ShardSnapshot {
+    snapshot: Snapshot,
+    memtable: Arc<Memtable>,
+}
+
+impl ShardSnapshot {
+    /// Up to `limit` visible entries within the bounds, in `direction` order
+    /// (`Chunk::resume_after` says where the next chunk starts).
+    pub fn chunk(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        limit: usize,
+    ) -> Chunk {
+        self.memtable.chunk(lower, upper, self.snapshot.ts(), direction, limit)
+    }
 }
 
 impl ShardHandle {
@@ -76,6 +132,7 @@ impl ShardHandle {
         S: Storage + 'static,
         F: FnOnce() -> Result<S> + Send + 'static,
     {
+        let mode = config.wal_sync_mode;
         let (sender, inbox) = ingress(config.ingress_queue_depth)
             .map_err(|e| Error::io("create shard doorbell (eventfd)", &config.dir, e))?;
         let (ready_tx, ready) = bounded::<Result<(Arc<ShardView>, StartReport)>>(1);
@@ -84,12 +141,78 @@ impl ShardHandle {
             .name(name)
             .spawn(move || shard_thread(config, inbox, make, ready_tx))
             .map_err(|e| Error::io("spawn shard thread", "", e))?;
-        Ok(StartingShard { sender, ready, thread })
+        Ok(StartingShard { sender, ready, thread, mode })
     }
 
-    /// The shard's published state (memtable, visible timestamp, poisoned flag).
-    pub fn view(&self) -> &Arc<ShardView> {
-        &self.view
+    /// This shard's index.
+    pub fn id(&self) -> usize {
+        self.view.shard_id()
+    }
+
+    /// True once a failed fdatasync or durable write (or a panic) stopped this shard's writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.view.is_poisoned()
+    }
+
+    /// The latest visible value of `key`, read on the caller's thread (no message).
+    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.view.get(key)
+    }
+
+    /// A registered snapshot for a scan.
+    pub fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot { snapshot: self.view.snapshot(), memtable: self.view.memtable() }
+    }
+
+    /// Approximate bytes and number of versions the memtable holds right now.
+    pub fn memtable_usage(&self) -> (u64, u64) {
+        let m = self.view.memtable();
+        (m.approx_bytes() as u64, m.version_count() as u64)
+    }
+
+    /// Applies one write; returns once it is acknowledged under the shard's mode.
+    pub fn write(&self, op: WriteOp) -> Result<()> {
+        self.refuse_if_poisoned()?;
+        let mut ticket = Ticket::new(1);
+        self.send(Request::Write { op, done: ticket.responder(self, true) })?;
+        ticket.wait()
+    }
+
+    /// Sends one shard's part of a batch (atomic on this shard); `ticket` collects the reply.
+    /// A refused send answers its part `Closed`.
+    pub fn submit_batch(&self, ops: Vec<WriteOp>, ticket: &mut Ticket) {
+        let done = ticket.responder(self, true);
+        if self.view.is_poisoned() {
+            return done.complete(Err(Error::Poisoned { shard: self.id() }));
+        }
+        let _ = self.send(Request::Batch { ops, done });
+    }
+
+    /// Asks the shard to make every acknowledged write durable; `ticket` collects the reply.
+    pub fn submit_sync(&self, ticket: &mut Ticket) {
+        let _ = self.send(Request::Sync { done: ticket.responder(self, false) });
+    }
+
+    /// A copy of the shard's statistics (one message).
+    pub fn stats(&self) -> Result<ShardStats> {
+        let (reply, rx) = bounded(1);
+        self.send(Request::Stats { reply })?;
+        rx.recv().map_err(|_| Error::Closed)
+    }
+
+    fn refuse_if_poisoned(&self) -> Result<()> {
+        if self.view.is_poisoned() {
+            return Err(Error::Poisoned { shard: self.id() });
+        }
+        Ok(())
+    }
+
+    /// How a writer waits: in `Sync` mode it keeps polling longer before it parks.
+    fn write_policy(&self) -> WaitPolicy {
+        match self.mode {
+            WalSyncMode::Sync => WaitPolicy { spin: SYNC_WRITE_SPIN, ..self.wait_policy() },
+            WalSyncMode::Normal | WalSyncMode::Async => self.wait_policy(),
+        }
     }
 
     /// What the shard found while starting.
@@ -98,7 +221,7 @@ impl ShardHandle {
     }
 
     /// Queues a request (ringing the doorbell if the shard is parked).
-    pub fn send(&self, req: Request) -> Result<()> {
+    pub(crate) fn send(&self, req: Request) -> Result<()> {
         self.sender.send(req)
     }
 
@@ -113,7 +236,7 @@ impl ShardHandle {
     }
 
     /// How a caller should wait for this shard's replies.
-    pub fn wait_policy(&self) -> WaitPolicy {
+    pub(crate) fn wait_policy(&self) -> WaitPolicy {
         WaitPolicy { shard_cpu: self.report.pinned_cpu, ..WaitPolicy::DEFAULT }
     }
 
@@ -137,6 +260,7 @@ pub struct StartingShard {
     sender: IngressSender,
     ready: crossbeam_channel::Receiver<Result<(Arc<ShardView>, StartReport)>>,
     thread: JoinHandle<()>,
+    mode: WalSyncMode,
 }
 
 impl StartingShard {
@@ -148,6 +272,7 @@ impl StartingShard {
                 view,
                 sender: self.sender,
                 report,
+                mode: self.mode,
                 thread: Mutex::new(Some(self.thread)),
             }),
             Err(e) => {
@@ -429,7 +554,7 @@ mod tests {
         // answered `Closed` (or refused), never left waiting.
         assert!(results.iter().take(2).all(|r| r.is_ok()), "{results:?}");
         assert!(results.iter().skip(2).all(|r| r.is_err()), "{results:?}");
-        assert!(shard.view().is_poisoned(), "a panicked shard refuses writes");
+        assert!(shard.is_poisoned(), "a panicked shard refuses writes");
         let _ = shard.shutdown();
         assert_eq!(io_leaks(), before, "no buffer was freed while the kernel could use it");
         // The write in flight at the panic completed before its buffer was let go: all three

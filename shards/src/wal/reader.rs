@@ -22,6 +22,7 @@ use crate::version::{Lsn, Ts};
 
 /// Where a cut was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Cut {
     /// The segment whose tail was cut.
     pub file: PathBuf,
@@ -35,6 +36,7 @@ pub struct Cut {
 
 /// What recovery did besides applying records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Segments read and replayed.
     pub segments_replayed: u64,

@@ -235,13 +235,6 @@ pub fn parse(seg: &[u8], at: usize) -> Parsed<'_> {
     })
 }
 
-/// Reads only the LSN and generation fields of a header at `at`, if there is room for one: a
-/// cheap filter before a checksum.
-pub fn peek_lsn_generation(seg: &[u8], at: usize) -> Option<(Lsn, u32)> {
-    let h = seg.get(at..at + RECORD_HEADER_BYTES)?;
-    Some((Lsn::new(read_u64(h, AT_LSN)), read_u32(h, AT_GENERATION)))
-}
-
 /// Bytes a WRITE record for `ops` occupies, header included.
 pub fn write_record_bytes(ops: &[WriteOp]) -> usize {
     RECORD_HEADER_BYTES + write_payload_bytes(ops)
@@ -361,7 +354,6 @@ mod tests {
         let want = WriteRecord { lsn: Lsn::new(7), ts: Ts::new(70), ops: ops() };
         assert_eq!(r.decode(), Ok(Decoded::Write(want)));
         assert!(matches!(parse(&seg, 64 + rec.len()), Parsed::Zero));
-        assert_eq!(peek_lsn_generation(&seg, 64), Some((Lsn::new(7), 3)));
     }
 
     #[test]

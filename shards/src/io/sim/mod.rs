@@ -32,6 +32,7 @@ use crate::ingress::Inbox;
 
 /// Which operation a fault hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FaultOp {
     /// A write submitted through the ring (a `Sync` group write).
     Write,

@@ -10,7 +10,7 @@ mod mapped;
 mod ring;
 
 pub use mapped::MappedSegment;
-pub use ring::{RingSetup, RING_DRAIN_TIMEOUT, RING_ENTRIES};
+pub use ring::RingSetup;
 
 use std::fs::{File, OpenOptions};
 use std::io;
