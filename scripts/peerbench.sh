@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs ../shared/peerbench (the independent harness) against lightning_db and the peers, in one
-# run, and copies the result files into docs/benchmarks/. Builds without RocksDB unless
-# PEERBENCH_WITH_ROCKSDB=1 (its C++ build takes ~15 minutes here).
-#   scripts/peerbench.sh [peerbench args...]     default: --engines lmdb,fjall,redb,sled,lightning --n 300000
+# Runs peerbench, an independent comparison harness kept outside this repository, against
+# lightning_db and the peers in one run, and copies the result files into docs/benchmarks/.
+# PEERBENCH_DIR names a checkout of it (it is copied, never modified). Builds without RocksDB
+# unless PEERBENCH_WITH_ROCKSDB=1 (its C++ build takes ~15 minutes here).
+#   PEERBENCH_DIR=/path/to/peerbench scripts/peerbench.sh [peerbench args...]
+#   default args: --engines lmdb,fjall,redb,sled,lightning --n 300000
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-src="$root/../shared/peerbench"
+src="${PEERBENCH_DIR:?set PEERBENCH_DIR to a checkout of the peerbench harness}"
 [ -d "$src" ] || { echo "no peerbench at $src" >&2; exit 1; }
 pb=$(mktemp -d)
 cp -r "$src/." "$pb"
