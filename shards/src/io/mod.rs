@@ -132,6 +132,7 @@ static FREED_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
 static LEAKED_AT_DROP: AtomicU64 = AtomicU64::new(0);
 
 /// Counts of buffers the I/O layer leaked instead of freeing under the kernel, process-wide.
+#[cfg(any(test, feature = "simulation"))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoLeaks {
     /// Buffers still owned by an operation in flight when something tried to free them: a bug
@@ -142,7 +143,8 @@ pub struct IoLeaks {
     pub leaked_at_drop: u64,
 }
 
-/// The process-wide leak counters.
+/// The process-wide leak counters (exported for tests, feature `simulation`).
+#[cfg(any(test, feature = "simulation"))]
 pub fn io_leaks() -> IoLeaks {
     IoLeaks {
         freed_in_flight: FREED_IN_FLIGHT.load(Ordering::Relaxed),

@@ -25,7 +25,7 @@ use crate::stats::{OpKind, ShardStats, Stall};
 use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
 use crate::wal::reader::RecoveryReport;
-use crate::wal::{Urgency, WalError, WalWriter};
+use crate::wal::{AnyWal, Urgency, WalError, WalWriter};
 
 /// Keys whose old versions await collection, at most.
 const GC_QUEUE_MAX: usize = 1 << 20;
@@ -37,10 +37,12 @@ pub struct Shard<S: Storage> {
     config: ShardConfig,
     view: Arc<ShardView>,
     memtable: Arc<Memtable>,
-    wal: Box<dyn WalWriter<S>>,
+    wal: AnyWal<S>,
     /// The timestamp the next write gets (the shard's own counter, in LSN order).
     next_ts: Ts,
     acks: PendingAcks,
+    /// Reused by `settle`.
+    released: Released,
     /// Completions recorded while reaping, handled in the next turn.
     completions: Vec<IoDone>,
     gc_queue: VecDeque<(Vec<u8>, Ts)>,
@@ -58,7 +60,7 @@ impl<S: Storage> Shard<S> {
         config: ShardConfig,
         view: Arc<ShardView>,
         memtable: Arc<Memtable>,
-        wal: Box<dyn WalWriter<S>>,
+        wal: AnyWal<S>,
         last_ts: Ts,
         recovery: &RecoveryReport,
     ) -> Self {
@@ -73,6 +75,7 @@ impl<S: Storage> Shard<S> {
             wal,
             next_ts: last_ts.next(),
             acks: PendingAcks::default(),
+            released: Released::default(),
             completions: Vec::new(),
             gc_queue: VecDeque::new(),
             shutdown: None,
@@ -85,10 +88,10 @@ impl<S: Storage> Shard<S> {
         match req {
             Request::Write { op, done } => {
                 let kind = if op.value().is_some() { OpKind::Put } else { OpKind::Delete };
-                self.write(io, std::slice::from_ref(&op), Ack { done, kind, started: now });
+                self.write(io, [op], Ack { done, kind, started: now });
             }
             Request::Batch { ops, done } => {
-                self.write(io, &ops, Ack { done, kind: OpKind::Batch, started: now });
+                self.write(io, ops, Ack { done, kind: OpKind::Batch, started: now });
             }
             Request::Sync { done } => self.sync(io, Ack { done, kind: OpKind::Sync, started: now }),
             Request::Stats { reply } => {
@@ -116,13 +119,16 @@ impl<S: Storage> Shard<S> {
 
     /// Places one WAL record for `ops` and applies them to the memtable (invisible until the
     /// record's promise holds).
-    fn write(&mut self, io: &mut S, ops: &[WriteOp], ack: Ack) {
+    fn write<O>(&mut self, io: &mut S, ops: O, ack: Ack)
+    where
+        O: AsRef<[WriteOp]> + IntoIterator<Item = WriteOp>,
+    {
         let now = ack.started;
         if self.poisoned.is_some() {
             return self.ack(ack, Err(Error::Poisoned { shard: self.config.shard_id }), now);
         }
         let ts = self.next_ts;
-        let lsn = match self.wal.append(io, ts, ops) {
+        let lsn = match self.wal.append(io, ts, ops.as_ref()) {
             Ok(lsn) => lsn,
             Err(WalError::Rejected(e)) => return self.ack(ack, Err(e), now),
             Err(WalError::Poisoned(e)) => {
@@ -138,16 +144,17 @@ impl<S: Storage> Shard<S> {
         }
     }
 
-    fn apply(&mut self, ts: Ts, ops: &[WriteOp]) {
+    /// Moves the values into the memtable (no copy, no reference-count traffic).
+    fn apply(&mut self, ts: Ts, ops: impl IntoIterator<Item = WriteOp>) {
         for op in ops {
-            let value = match op {
-                WriteOp::Put { value, .. } => Some(value.clone()),
-                WriteOp::Delete { .. } => None,
+            let (key, value) = match op {
+                WriteOp::Put { key, value } => (key, Some(value)),
+                WriteOp::Delete { key } => (key, None),
             };
             // An overwritten key's older versions are collected later; the queue is bounded
             // (past it, old versions wait for the key's next overwrite).
-            if self.memtable.insert(op.key(), ts, value) && self.gc_queue.len() < GC_QUEUE_MAX {
-                self.gc_queue.push_back((op.key().to_vec(), ts));
+            if self.memtable.insert(&key, ts, value) && self.gc_queue.len() < GC_QUEUE_MAX {
+                self.gc_queue.push_back((key, ts));
             }
         }
     }
@@ -181,13 +188,16 @@ impl<S: Storage> Shard<S> {
             return;
         }
         let (point, durable) = self.promise_point();
-        let mut released = Released::default();
+        let mut released = std::mem::take(&mut self.released);
         self.acks.release(point, durable, &mut released);
-        if let Some(ts) = released.visible {
+        if let Some(ts) = released.visible.take() {
             // Before the acknowledgements: a caller reads its own write once told it is done.
             self.view.publish(ts);
         }
-        self.ack_all(released.acks, &Ok(()), now);
+        for ack in released.acks.drain(..) {
+            self.ack(ack, Ok(()), now);
+        }
+        self.released = released; // its buffer, for the next turn
     }
 
     fn poison(&mut self, err: Error, now: Instant) {

@@ -35,7 +35,7 @@ use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
 use crate::wal::record::Record;
 use crate::wal::record::WriteOp;
-use crate::wal::{open_writer, WalError, WalOptions};
+use crate::wal::{open_writer, WalError, WalOptions, WalWriter};
 use std::ops::Bound;
 
 /// What a shard found while starting, for the environment report.
