@@ -239,7 +239,32 @@ fn real_full_disk_gives_enospc_and_recovers_when_space_is_freed() {
     let Some(_mount) = MountGuard::mount("ext4", &image, &point, Some("loop")) else {
         return;
     };
+    too_small_for_a_segment(&point);
     for mode in [WalSyncMode::Normal, WalSyncMode::Sync] {
         fill_real_disk(&point, mode);
     }
+}
+
+/// A filesystem with less free space than one WAL segment: open refuses, saying so, and
+/// leaves no segment behind (before, it opened and then failed every put while space was free).
+fn too_small_for_a_segment(mount: &Path) {
+    let db_dir = mount.join("db-too-small");
+    let config = LightningDbConfig {
+        shards: 1,
+        wal_segment_bytes: 64 << 20, // four times the whole filesystem
+        ..small_config(WalSyncMode::Normal)
+    };
+    match Database::open(&db_dir, config) {
+        Err(e @ Error::EnvUnsupported { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("no room for a WAL segment"), "{text}");
+            assert!(text.contains("wal_segment_bytes = 67108864"), "{text}");
+            println!("NOTE: {text}");
+        }
+        other => panic!("expected EnvUnsupported at open, got {other:?}"),
+    }
+    let shard = db_dir.join("shard-000");
+    let left: Vec<_> = std::fs::read_dir(&shard).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "nothing left in {}: {left:?}", shard.display());
+    std::fs::remove_dir_all(&db_dir).unwrap();
 }
