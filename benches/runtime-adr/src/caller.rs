@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lightning_shards::ingress::{Completion, Request, Responder, WaitPolicy};
+use lightning_shards::internals::{Completion, Request, Responder, WaitPolicy};
 
 use crate::report::Sample;
 use crate::Res;

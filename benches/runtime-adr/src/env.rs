@@ -139,7 +139,7 @@ impl Machine {
     /// Probes the machine and the scratch directory's filesystem.
     pub fn probe(dir: &Path, early: EarlyInit) -> Res<Machine> {
         let (_, fs) = fs_type(dir)?;
-        let allowed = lightning_shards::io::sys::allowed_cpus();
+        let allowed = lightning_shards::internals::allowed_cpus();
         let model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use glommio::io::OpenOptions;
 use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
-use lightning_shards::ingress::{Completion, Request, Responder, WaitPolicy};
+use lightning_shards::internals::{Completion, Request, Responder, WaitPolicy};
 
 use crate::caller::Target;
 use crate::ours::{APPEND_BYTES, WAL_FILE_BYTES, WAL_WARMUP};

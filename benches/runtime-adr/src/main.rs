@@ -13,7 +13,7 @@
 //!   runs a timer task that keeps glommio 0.9.0 from parking for good (see `glom.rs` and
 //!   `--hang-probe`).
 //!
-//! Both reply through the same `lightning_shards::ingress::Completion` (spin, then park), so
+//! Both reply through the same `lightning_shards::internals::Completion` (spin, then park), so
 //! only the shard side differs. Measurements, each an hdrhistogram:
 //!
 //! 1. `rt_awake`: request/reply round trip, back to back (the shard has no time to park);
@@ -117,7 +117,7 @@ usage: runtime-adr [--iters N] [--max-secs S] [--dir PATH] [--out FILE.tsv]
 ";
 
 fn parse_args() -> Res<Option<Options>> {
-    let cpus = lightning_shards::io::sys::allowed_cpus();
+    let cpus = lightning_shards::internals::allowed_cpus();
     let first = cpus.first().copied().unwrap_or(0);
     let last = cpus.last().copied().unwrap_or(0);
     let mut o = Options {
@@ -198,7 +198,7 @@ fn main() {
 
 fn hang_probe(opts: &Options) -> Res<()> {
     if let Some(cpu) = opts.caller_cpu {
-        lightning_shards::io::sys::pin_current_thread(cpu)?;
+        lightning_shards::internals::pin_current_thread(cpu)?;
     }
     let limit = Duration::from_secs_f64(opts.max_secs.max(1.0) * 5.0);
     let stall = Duration::from_secs(2);
@@ -269,7 +269,7 @@ fn run(opts: &Options, early: env::EarlyInit) -> Res<()> {
     );
     println!("{header}\n");
     if let Some(cpu) = opts.caller_cpu {
-        lightning_shards::io::sys::pin_current_thread(cpu)
+        lightning_shards::internals::pin_current_thread(cpu)
             .map_err(|e| format!("pin the caller to CPU {cpu}: {e}"))?;
     }
 

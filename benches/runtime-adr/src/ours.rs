@@ -1,21 +1,19 @@
-//! Candidate "ours": a real `lightning_shards` shard for the ingress measurements, and our
-//! `Ring` (the shard's io-uring wrapper: `SINGLE_ISSUER | DEFER_TASKRUN`, registered buffers)
-//! for the WAL append.
+//! Candidate "ours": a real `lightning_shards` shard for the ingress measurements, and a ring
+//! set up like the shard's (`SINGLE_ISSUER | DEFER_TASKRUN`, a registered buffer) for the WAL
+//! append. The shard crate no longer lends out its raw ring (pushing entries is `unsafe`
+//! there), so this file keeps a small one of its own, `BenchRing`, with the same SQEs.
 //!
 //! `Request::Sync` on a `WalSyncMode::Normal` shard that has written nothing completes in the
-//! loop turn that drains it: `Shard::sync` → `MappedWal::request_sync`, whose target
-//! (`written_lsn`) already equals `durable_lsn`, so `done.complete(Ok(()))` runs at once and no
-//! fdatasync is issued (`maybe_start_sync` returns early, `next_sync_deadline` is `None`). The
-//! round trip is therefore ingress → loop turn → reply, nothing else.
+//! loop turn that drains it: the shard acknowledges a `sync()` at once when the WAL's durable
+//! LSN already covers what was placed, and issues no fdatasync. The round trip is therefore
+//! ingress → loop turn → reply, nothing else.
 
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types};
-use lightning_shards::ingress::{Request, Responder, WaitPolicy};
-use lightning_shards::io::aligned::AlignedBuf;
-use lightning_shards::runtime::ring::Ring;
+use io_uring::{opcode, squeue, types, IoUring};
+use lightning_shards::internals::{Request, Responder, WaitPolicy};
 use lightning_shards::{Limits, ShardConfig, ShardHandle, WalSyncMode};
 
 use crate::caller::Target;
@@ -67,7 +65,7 @@ impl OurShard {
         let handle = ShardHandle::start(config)?;
         let shard = OurShard { handle, startup: Duration::ZERO };
         // Start-up ends with the first reply.
-        let done = std::sync::Arc::new(lightning_shards::ingress::Completion::new(1));
+        let done = std::sync::Arc::new(lightning_shards::internals::Completion::new(1));
         shard.send(Request::Sync { done: Responder::new(done.clone()) })?;
         done.wait(&shard.policy())?;
         let startup = t0.elapsed();
@@ -79,7 +77,7 @@ impl OurShard {
 
     /// Spawn to first reply.
     pub fn startup_figure(&self) -> Figure {
-        let r = self.handle.report().ring;
+        let r = self.handle.report().ring.unwrap_or_default();
         let name = format!(
             "ours(single_issuer={},defer_taskrun={})",
             u8::from(r.single_issuer),
@@ -99,10 +97,10 @@ impl Target for OurShard {
         "ours"
     }
     fn send(&self, req: Request) -> Res<()> {
-        Ok(self.handle.send(req)?)
+        Ok(self.handle.send_request(req)?)
     }
     fn policy(&self) -> WaitPolicy {
-        self.handle.wait_policy()
+        self.handle.reply_wait_policy()
     }
 }
 
@@ -145,7 +143,7 @@ impl WalVariant {
 pub fn wal(path: &Path, variant: WalVariant, cpu: usize, iters: u64, max: Duration) -> Res<Sample> {
     let path = path.to_path_buf();
     let worker = std::thread::Builder::new().name("ours-wal".into()).spawn(move || {
-        lightning_shards::io::sys::pin_current_thread(cpu)?;
+        lightning_shards::internals::pin_current_thread(cpu)?;
         wal_on_this_thread(&path, variant, iters, max)
     })?;
     worker.join().map_err(|_| "our WAL thread panicked")?
@@ -156,8 +154,8 @@ fn wal_on_this_thread(path: &Path, variant: WalVariant, iters: u64, max: Duratio
     let mut buf = AlignedBuf::zeroed(APPEND_BYTES).ok_or("allocate the append buffer")?;
     buf.as_mut_slice().fill(0x5a);
     let file = open_wal_file(path, variant.flags())?;
-    let mut ring = Ring::new()?;
-    ring.register_buffers(&[&buf])?;
+    let mut ring = BenchRing::new()?;
+    ring.register(&buf)?;
     let fd = types::Fd(file.as_raw_fd());
     let slots = WAL_FILE_BYTES / APPEND_BYTES as u64;
     let mut sample = Sample::new()?;
@@ -176,18 +174,21 @@ fn wal_on_this_thread(path: &Path, variant: WalVariant, iters: u64, max: Duratio
         let t0 = Instant::now();
         match variant {
             WalVariant::Dsync => {
-                ring.push(&write)?;
+                // Safety (each push): the entries point to `buf` (registered, alive and unmoved
+                // until after the ring is dropped) and `file` (open for the whole loop), and
+                // `wait_for` reaps every completion before the next iteration.
+                unsafe { ring.push(&write)? };
                 wait_for(&mut ring, 1)?;
             }
             WalVariant::Linked => {
-                ring.push(&write.flags(squeue::Flags::IO_LINK))?;
-                ring.push(&sync)?;
+                unsafe { ring.push(&write.flags(squeue::Flags::IO_LINK))? };
+                unsafe { ring.push(&sync)? };
                 wait_for(&mut ring, 2)?;
             }
             WalVariant::WriteThenSync => {
-                ring.push(&write)?;
+                unsafe { ring.push(&write)? };
                 wait_for(&mut ring, 1)?;
-                ring.push(&sync)?;
+                unsafe { ring.push(&sync)? };
                 wait_for(&mut ring, 1)?;
             }
         }
@@ -203,12 +204,14 @@ fn wal_on_this_thread(path: &Path, variant: WalVariant, iters: u64, max: Duratio
 }
 
 /// Blocks until `n` completions arrived; any failure or short write is an error.
-fn wait_for(ring: &mut Ring, n: usize) -> Res<()> {
+fn wait_for(ring: &mut BenchRing, n: usize) -> Res<()> {
     let mut seen = 0;
     let mut failed: Option<String> = None;
     while seen < n {
-        ring.wait(None, |token, res| {
+        ring.ring.submit_and_wait(1)?;
+        for cqe in ring.ring.completion() {
             seen += 1;
+            let (token, res) = (cqe.user_data(), cqe.result());
             let bad = res < 0 || (token == TOKEN_WRITE && res as usize != APPEND_BYTES);
             if bad && failed.is_none() {
                 let what = if token == TOKEN_WRITE { "write" } else { "fdatasync" };
@@ -218,10 +221,86 @@ fn wait_for(ring: &mut Ring, n: usize) -> Res<()> {
                     format!("short {what}: {res} bytes")
                 });
             }
-        })?;
+        }
     }
     match failed {
         Some(e) => Err(e.into()),
         None => Ok(()),
+    }
+}
+
+/// A ring set up like a shard's: `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has them.
+struct BenchRing {
+    ring: IoUring,
+}
+
+impl BenchRing {
+    fn new() -> Res<BenchRing> {
+        let tuned = IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(64);
+        let ring = match tuned {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::new(64)?,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(BenchRing { ring })
+    }
+
+    /// Registers `buf` as fixed buffer 0. The caller drops the ring before the buffer.
+    fn register(&mut self, buf: &AlignedBuf) -> Res<()> {
+        let iov = [libc::iovec { iov_base: buf.ptr.cast(), iov_len: buf.len }];
+        // Safety: `buf` outlives the ring (declared before it in the one function that uses
+        // both, so dropped after it) and is never moved or freed while registered.
+        unsafe { self.ring.submitter().register_buffers(&iov)? };
+        Ok(())
+    }
+
+    /// Queues `sqe`, submitting first if the queue is full.
+    ///
+    /// # Safety
+    ///
+    /// Everything `sqe` points to stays valid until its completion is reaped.
+    unsafe fn push(&mut self, sqe: &squeue::Entry) -> Res<()> {
+        // Safety: the caller's contract, passed on.
+        if unsafe { self.ring.submission().push(sqe) }.is_err() {
+            self.ring.submit()?;
+            // Safety: as above.
+            unsafe { self.ring.submission().push(sqe) }.map_err(|_| "submission queue full")?;
+        }
+        Ok(())
+    }
+}
+
+/// A zeroed, 4096-aligned heap buffer for `O_DIRECT` appends.
+struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl AlignedBuf {
+    const ALIGN: usize = 4096;
+
+    fn zeroed(len: usize) -> Option<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), Self::ALIGN).ok()?;
+        // Safety: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        (!ptr.is_null()).then_some(AlignedBuf { ptr, len: layout.size() })
+    }
+
+    fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // Safety: `ptr` is valid for `len` initialised bytes and `&mut self` is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if let Ok(layout) = std::alloc::Layout::from_size_align(self.len, Self::ALIGN) {
+            // Safety: allocated in `zeroed` with exactly this layout.
+            unsafe { std::alloc::dealloc(self.ptr, layout) };
+        }
     }
 }

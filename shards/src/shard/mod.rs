@@ -200,6 +200,19 @@ impl ShardHandle {
         rx.recv().map_err(|_| Error::Closed)
     }
 
+    /// Queues a raw request (feature `internals`: for the runtime comparison benchmark, which
+    /// drives the same requests through another runtime).
+    #[cfg(feature = "internals")]
+    pub fn send_request(&self, req: Request) -> Result<()> {
+        self.send(req)
+    }
+
+    /// How a caller waits for this shard's replies (feature `internals`, as above).
+    #[cfg(feature = "internals")]
+    pub fn reply_wait_policy(&self) -> WaitPolicy {
+        self.wait_policy()
+    }
+
     fn refuse_if_poisoned(&self) -> Result<()> {
         if self.view.is_poisoned() {
             return Err(Error::Poisoned { shard: self.id() });
