@@ -27,6 +27,7 @@ mod chain;
 pub(crate) mod direct;
 mod mapped;
 #[cfg(test)]
+#[path = "tests/recovery_cases.rs"]
 mod recovery_cases;
 
 pub use direct::DirectWal;
