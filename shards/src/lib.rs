@@ -18,6 +18,7 @@
 
 #![deny(unsafe_code)]
 
+mod commit;
 mod config;
 mod error;
 mod ingress;

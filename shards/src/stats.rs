@@ -208,7 +208,8 @@ pub struct ShardStats {
     pub wal_bytes: u64,
     /// WAL records written (one per put, delete or batch part).
     pub wal_records: u64,
-    /// Group writes: `Sync` durable writes, `Normal`/`Async` publications into the mapping.
+    /// Group writes: `Sync` durable writes; `Normal`/`Async` copies into the mapping (one per
+    /// record: each caller copies its own).
     pub wal_group_writes: u64,
     /// Records per group write.
     pub wal_records_per_group: Distribution,
@@ -293,6 +294,17 @@ impl ShardStats {
         }
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.latency[kind.index()].record(ns);
+    }
+
+    /// Adds the requests `other` recorded (counts, errors, latencies): the writes callers
+    /// applied under the commit lock are recorded there, apart from the shard's own.
+    pub fn add_ops(&mut self, other: &ShardStats) {
+        for k in 0..self.ops.len() {
+            self.ops[k] += other.ops[k];
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = self.latency[k].0.add(&other.latency[k].0);
+        }
+        self.errors += other.errors;
     }
 
     /// Records a loop turn that drained `n` requests.

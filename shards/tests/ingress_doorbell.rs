@@ -1,5 +1,6 @@
 //! One shard alone: a busy shard is reached with no system call per request (the doorbell
-//! rings only when the shard had parked), and a parked one is woken by exactly one ring.
+//! rings only when the shard had parked), and a parked one is woken by exactly one ring. In
+//! `Sync` mode, where writes travel to the shard; in `Normal` a put never wakes the shard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -7,15 +8,19 @@ use std::time::Duration;
 use lightning_shards::{Limits, ShardConfig, ShardHandle, WalSyncMode, WriteOp};
 
 fn shard(dir: &std::path::Path) -> ShardHandle {
+    shard_in(dir, WalSyncMode::Sync)
+}
+
+fn shard_in(dir: &std::path::Path, mode: WalSyncMode) -> ShardHandle {
     ShardHandle::spawn(ShardConfig {
         shard_id: 0,
         dir: dir.join("shard-000"),
         cpu: None,
-        wal_sync_mode: WalSyncMode::Normal,
+        wal_sync_mode: mode,
         sync_interval_ms: 1000,
         flush_interval_ms: 1000,
         wal_segment_bytes: 1 << 20,
-        direct_io: true,
+        direct_io: false,
         register_buffers: false,
         ingress_queue_depth: 1024,
         ingress_batch_max: 256,
@@ -57,5 +62,19 @@ fn a_parked_shard_is_woken_by_one_ring() {
     let before = s.doorbell_rings();
     put(&s, 1);
     assert_eq!(s.doorbell_rings() - before, 1);
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_put_in_normal_mode_never_wakes_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = shard_in(dir.path(), WalSyncMode::Normal);
+    std::thread::sleep(Duration::from_millis(100)); // parked
+    let before = s.doorbell_rings();
+    for i in 0..1000 {
+        put(&s, i);
+    }
+    assert_eq!(s.doorbell_rings() - before, 0, "the caller applied its own puts");
+    assert_eq!(s.get(&999u32.to_be_bytes()), Some(vec![1u8; 16]));
     s.shutdown().unwrap();
 }

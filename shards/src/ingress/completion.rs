@@ -87,6 +87,15 @@ impl Completion {
         })
     }
 
+    /// Caller-side: parks for at most `timeout` unless done (woken early when the last part
+    /// completes).
+    pub fn park_timeout(&self, timeout: Duration) {
+        self.parked.store(true, Ordering::SeqCst);
+        if !self.is_done() {
+            std::thread::park_timeout(timeout);
+        }
+    }
+
     /// Caller-side: blocks until every part completed, then returns the first error, if any.
     pub fn wait(&self, policy: &WaitPolicy) -> Result<()> {
         if !self.spin(policy) {

@@ -249,7 +249,8 @@ pub trait Storage {
     /// An open file.
     type File: FileHandle;
     /// A shared mapping of a file.
-    type Map: MapSegment;
+    /// `Send`: it lives under the shard's commit lock, which caller threads take.
+    type Map: MapSegment + Send + 'static;
 
     /// The shard's clock.
     fn now(&self) -> Instant;

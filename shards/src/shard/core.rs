@@ -2,8 +2,11 @@
 //! when their durability promise holds, syncs on a timer, collects old versions, keeps its
 //! statistics, and stops for good (poisoned) when a durable write fails.
 //!
-//! Shard-local: owned by the shard thread; callers reach it only through its `Inbox` and read
-//! its published `ShardView`. Generic over the storage, so the same code runs on the real disk
+//! Shard-local: owned by the shard thread. In `Normal` and `Async`, callers write under the
+//! shard's commit lock themselves (`commit.rs`) and the shard takes the same lock for what it
+//! does to the log (syncs, claims, rollover, the writes sent to it when a segment is full); in
+//! `Sync`, callers send every write through the `Inbox`. Callers read the published
+//! `ShardView`. Generic over the storage, so the same code runs on the real disk
 //! and in the simulation. Invariants, asserted in release builds: the WAL's progress is in
 //! order (`WalProgress::check`), acknowledgements leave in LSN order (`acks.rs`), and the
 //! visible timestamp never passes what the mode's promise covers: the shard publishes a
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::acks::{Ack, PendingAcks, Released};
+use crate::commit::{Commit, Ops, Written};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{Inbox, Request, Responder, WriteOp};
@@ -25,21 +29,38 @@ use crate::stats::{OpKind, ShardStats, Stall};
 use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
 use crate::wal::reader::RecoveryReport;
-use crate::wal::{AnyWal, Urgency, WalError, WalWriter};
+use crate::wal::{DirectWal, MappedWal, Urgency, WalError, WalProgress, WalWriter};
 
-/// Keys whose old versions await collection, at most.
-const GC_QUEUE_MAX: usize = 1 << 20;
+use crate::commit::GC_QUEUE_MAX;
+
 /// Keys collected per turn, at most.
 const GC_PER_TURN: usize = 256;
+
+/// The log of either mode.
+pub enum ShardLog<S: Storage> {
+    /// `Normal` and `Async`: callers copy records under the commit lock; the shard keeps the
+    /// files, the syncs and the rollover.
+    Mapped {
+        /// The shard thread's half.
+        wal: MappedWal<S>,
+        /// The commit lock, over the other half.
+        commit: Arc<Commit>,
+    },
+    /// `Sync`: the shard writes every group.
+    Direct {
+        /// The writer.
+        wal: DirectWal<S>,
+        /// The timestamp the next write gets (in LSN order).
+        next_ts: Ts,
+    },
+}
 
 /// One shard.
 pub struct Shard<S: Storage> {
     config: ShardConfig,
     view: Arc<ShardView>,
     memtable: Arc<Memtable>,
-    wal: AnyWal<S>,
-    /// The timestamp the next write gets (the shard's own counter, in LSN order).
-    next_ts: Ts,
+    log: ShardLog<S>,
     acks: PendingAcks,
     /// Reused by `settle`.
     released: Released,
@@ -52,6 +73,9 @@ pub struct Shard<S: Storage> {
     poisoned: Option<Error>,
     stats: ShardStats,
     stall_threshold: Duration,
+    /// `Normal`/`Async`: when the log next needs the shard (a sync, a claim, a look), as of
+    /// the last time the shard held the commit lock; `None` until then.
+    due: Option<Instant>,
 }
 
 impl<S: Storage> Shard<S> {
@@ -60,8 +84,7 @@ impl<S: Storage> Shard<S> {
         config: ShardConfig,
         view: Arc<ShardView>,
         memtable: Arc<Memtable>,
-        wal: AnyWal<S>,
-        last_ts: Ts,
+        log: ShardLog<S>,
         recovery: &RecoveryReport,
     ) -> Self {
         let mut stats = ShardStats::new(config.shard_id);
@@ -72,8 +95,7 @@ impl<S: Storage> Shard<S> {
             config,
             view,
             memtable,
-            wal,
-            next_ts: last_ts.next(),
+            log,
             acks: PendingAcks::default(),
             released: Released::default(),
             completions: Vec::new(),
@@ -81,6 +103,7 @@ impl<S: Storage> Shard<S> {
             shutdown: None,
             claim_failed: false,
             poisoned: None,
+            due: None,
         }
     }
 
@@ -88,16 +111,21 @@ impl<S: Storage> Shard<S> {
         match req {
             Request::Write { op, done } => {
                 let kind = if op.value().is_some() { OpKind::Put } else { OpKind::Delete };
-                self.write(io, [op], Ack { done, kind, started: now });
+                self.write(io, Ops::One(op), Ack { done, kind, started: now });
             }
             Request::Batch { ops, done } => {
-                self.write(io, ops, Ack { done, kind: OpKind::Batch, started: now });
+                self.write(io, Ops::Many(ops), Ack { done, kind: OpKind::Batch, started: now });
             }
-            Request::Sync { done } => self.sync(io, Ack { done, kind: OpKind::Sync, started: now }),
+            Request::Sync { done } => self.sync(Ack { done, kind: OpKind::Sync, started: now }),
             Request::Stats { reply } => {
                 let _ = reply.try_send(self.snapshot_stats());
             }
-            Request::Shutdown { done } => self.shutdown = Some(done),
+            Request::Shutdown { done } => {
+                if let ShardLog::Mapped { commit, .. } = &self.log {
+                    commit.close(); // callers' writes answer `Closed` from here
+                }
+                self.shutdown = Some(done);
+            }
         }
     }
 
@@ -117,35 +145,76 @@ impl<S: Storage> Shard<S> {
         }
     }
 
-    /// Places one WAL record for `ops` and applies them to the memtable (invisible until the
-    /// record's promise holds).
-    fn write<O>(&mut self, io: &mut S, ops: O, ack: Ack)
-    where
-        O: AsRef<[WriteOp]> + IntoIterator<Item = WriteOp>,
-    {
+    /// Places one WAL record for `ops` and applies them to the memtable (in `Sync`, invisible
+    /// until the record is durable).
+    fn write(&mut self, io: &mut S, ops: Ops, ack: Ack) {
         let now = ack.started;
         if self.poisoned.is_some() {
             return self.ack(ack, Err(Error::Poisoned { shard: self.config.shard_id }), now);
         }
-        let ts = self.next_ts;
-        let lsn = match self.wal.append(io, ts, ops.as_ref()) {
-            Ok(lsn) => lsn,
+        let placed = match &mut self.log {
+            ShardLog::Mapped { wal, commit } => {
+                let mut state = commit.lock();
+                let mut written = commit.apply(&mut state, ops);
+                let mut failed = None;
+                if let Written::Full(ops) = written {
+                    // The shard's part of a caller's write: roll over, then apply.
+                    written = match wal.roll_over(io, &mut state.log) {
+                        Ok(()) => match commit.apply(&mut state, ops) {
+                            Written::Full(ops) => Written::Done(Err(Error::LimitExceeded {
+                                what: "WAL record bytes",
+                                actual: crate::wal::record::write_record_bytes(ops.as_slice())
+                                    as u64,
+                                max: wal.segment_bytes(),
+                            })),
+                            done => done,
+                        },
+                        Err(WalError::Rejected(e)) => Written::Done(Err(e)),
+                        Err(WalError::Poisoned(e)) => {
+                            let r = Err(e.duplicate());
+                            failed = Some(e);
+                            Written::Done(r)
+                        }
+                    };
+                }
+                commit.note_gc(&state);
+                drop(state);
+                let Written::Done(result) = written else { return };
+                self.ack(ack, result, now);
+                if let Some(e) = failed {
+                    self.poison(e, now);
+                }
+                return;
+            }
+            ShardLog::Direct { wal, next_ts } => {
+                let ts = *next_ts;
+                match wal.append(io, ts, ops.as_slice()) {
+                    Ok(lsn) => {
+                        *next_ts = ts.next();
+                        Ok((lsn, ts))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let (lsn, ts) = match placed {
+            Ok(placed) => placed,
             Err(WalError::Rejected(e)) => return self.ack(ack, Err(e), now),
             Err(WalError::Poisoned(e)) => {
                 self.ack(ack, Err(e.duplicate()), now);
                 return self.poison(e, now);
             }
         };
-        self.next_ts = ts.next();
         self.apply(ts, ops);
         self.acks.push_write(lsn, ts, ack);
-        if self.config.wal_sync_mode == WalSyncMode::Async {
-            self.settle(now); // acknowledged at placement
-        }
     }
 
     /// Moves the values into the memtable (no copy, no reference-count traffic).
-    fn apply(&mut self, ts: Ts, ops: impl IntoIterator<Item = WriteOp>) {
+    fn apply(&mut self, ts: Ts, ops: Ops) {
+        let ops = match ops {
+            Ops::One(op) => vec![op],
+            Ops::Many(ops) => ops,
+        };
         for op in ops {
             let (key, value) = match op {
                 WriteOp::Put { key, value } => (key, Some(value)),
@@ -159,20 +228,27 @@ impl<S: Storage> Shard<S> {
         }
     }
 
-    fn sync(&mut self, io: &mut S, ack: Ack) {
+    fn sync(&mut self, ack: Ack) {
         let now = ack.started;
         if self.poisoned.is_some() {
             return self.ack(ack, Err(Error::Poisoned { shard: self.config.shard_id }), now);
         }
-        self.wal.publish(io);
-        let target = self.wal.progress().staged;
+        let target = self.progress().staged;
         self.acks.push_sync(target, ack);
         self.settle(now);
     }
 
+    /// How far the log has come.
+    fn progress(&self) -> WalProgress {
+        match &self.log {
+            ShardLog::Mapped { commit, .. } => commit.lock().log.progress(),
+            ShardLog::Direct { wal, .. } => wal.progress(),
+        }
+    }
+
     /// The LSN up to which writes are acknowledged in this shard's mode.
     fn promise_point(&self) -> (Lsn, Lsn) {
-        let p = self.wal.progress();
+        let p = self.progress();
         p.check();
         let point = match self.config.wal_sync_mode {
             WalSyncMode::Sync => p.durable,
@@ -205,7 +281,14 @@ impl<S: Storage> Shard<S> {
             "shard {} poisoned, rejecting writes until reopened: {err}",
             self.config.shard_id
         );
-        self.view.poison();
+        match &self.log {
+            // Under the lock: no caller's write is placed after this.
+            ShardLog::Mapped { commit, .. } => {
+                let _state = commit.lock();
+                self.view.poison();
+            }
+            ShardLog::Direct { .. } => self.view.poison(),
+        }
         let waiting = self.acks.take_all();
         self.ack_all(waiting, &Err(err.duplicate()), now);
         self.poisoned = Some(err);
@@ -219,20 +302,51 @@ impl<S: Storage> Shard<S> {
             if self.poisoned.is_some() {
                 continue; // the storage took care of the memory; nothing else matters now
             }
-            if let Err(e) = self.wal.on_completion(io, done) {
+            let result = match &mut self.log {
+                ShardLog::Mapped { wal, commit } => {
+                    wal.on_completion(io, &mut commit.lock().log, done)
+                }
+                ShardLog::Direct { wal, .. } => wal.on_completion(io, done),
+            };
+            if let Err(e) = result {
                 self.poison(e.into_error(), now);
             }
         }
         true
     }
 
-    fn submit_io(&mut self, io: &mut S, now: Instant) {
+    /// Submits the log's I/O that is due. In `Normal`/`Async` it takes the commit lock only
+    /// when something is due or asked for (callers need the lock more than an idle shard).
+    fn submit_io(&mut self, io: &mut S, now: Instant, asked: bool) {
         if self.poisoned.is_some() {
             return;
         }
         let closing = self.shutdown.is_some() && !self.claim_failed;
         let urgency = Urgency { sync_now: self.acks.has_syncs() || closing, claim_now: closing };
-        match self.wal.submit(io, now, urgency) {
+        let mut full = Vec::new();
+        let submitted = match &mut self.log {
+            ShardLog::Mapped { wal, commit } => {
+                let due = self.due.is_none_or(|due| now >= due);
+                if !(asked || due || closing || urgency.sync_now || commit.has_queued()) {
+                    return;
+                }
+                let mut state = commit.lock();
+                // Requests queued for a lock holder that has gone: the shard applies them.
+                commit.combine(&mut state, |ops, done| full.push((ops, done)));
+                let r = wal.submit(io, &mut state.log, now, urgency);
+                self.due = wal.next_deadline(&state.log);
+                r
+            }
+            ShardLog::Direct { wal, .. } => {
+                wal.publish(io);
+                wal.submit(io, now, urgency)
+            }
+        };
+        for (ops, done) in full {
+            let kind = ops.kind();
+            self.write(io, ops, Ack { done, kind, started: now });
+        }
+        match submitted {
             Ok(()) => {}
             Err(WalError::Poisoned(e)) => self.poison(e, now),
             Err(WalError::Rejected(e)) => {
@@ -243,6 +357,13 @@ impl<S: Storage> Shard<S> {
     }
 
     fn collect_garbage(&mut self) -> bool {
+        if let ShardLog::Mapped { commit, .. } = &self.log {
+            if commit.gc_pending() > 0 {
+                let mut state = commit.lock();
+                state.take_gc(&mut self.gc_queue);
+                commit.note_gc(&state);
+            }
+        }
         let Some(&(_, first)) = self.gc_queue.front() else { return false };
         let watermark = self.view.gc_watermark();
         if first > watermark {
@@ -262,7 +383,14 @@ impl<S: Storage> Shard<S> {
 
     fn snapshot_stats(&self) -> ShardStats {
         let mut s = self.stats.clone();
-        s.set_wal(self.wal.counters());
+        match &self.log {
+            ShardLog::Mapped { commit, .. } => {
+                let state = commit.lock();
+                s.set_wal(state.log.counters());
+                s.add_ops(&state.stats);
+            }
+            ShardLog::Direct { wal, .. } => s.set_wal(wal.counters()),
+        }
         s.memtable_bytes = self.memtable.approx_bytes() as u64;
         s.memtable_versions = self.memtable.version_count() as u64;
         s
@@ -274,12 +402,22 @@ impl<S: Storage> Shard<S> {
         if self.shutdown.is_none() {
             return false;
         }
-        let p = self.wal.progress();
-        let closed = self.wal.is_idle() && p.claimed >= p.staged && self.acks.is_empty();
-        self.poisoned.is_some() || closed || (self.claim_failed && self.wal.is_idle())
+        let p = self.progress();
+        let idle = self.wal_idle();
+        let closed = idle && p.claimed >= p.staged && self.acks.is_empty();
+        self.poisoned.is_some() || closed || (self.claim_failed && idle)
+    }
+
+    /// Nothing queued or in flight in the log.
+    fn wal_idle(&self) -> bool {
+        match &self.log {
+            ShardLog::Mapped { wal, .. } => wal.is_idle(),
+            ShardLog::Direct { wal, .. } => wal.is_idle(),
+        }
     }
 
     fn stop(&mut self, inbox: &Inbox) {
+        self.close_commit();
         // Requests still queued are dropped: their responders signal `Error::Closed`.
         while let Ok(Some(req)) = inbox.try_pop() {
             drop(req);
@@ -348,6 +486,21 @@ impl<S: Storage> Shard<S> {
     }
 }
 
+impl<S: Storage> Shard<S> {
+    /// Refuses callers' writes from now on (a stop, or a shard dropped after a panic).
+    fn close_commit(&self) {
+        if let ShardLog::Mapped { commit, .. } = &self.log {
+            commit.close();
+        }
+    }
+}
+
+impl<S: Storage> Drop for Shard<S> {
+    fn drop(&mut self) {
+        self.close_commit();
+    }
+}
+
 impl<S: Storage> Reactor<S> for Shard<S> {
     fn turn(&mut self, io: &mut S, inbox: &Inbox) -> Turn {
         let start = io.now();
@@ -358,9 +511,11 @@ impl<S: Storage> Reactor<S> for Shard<S> {
         self.stats.record_drain(drained);
         worked |= drained > 0;
         let after_ingress = if drained > 0 { io.now() } else { after_completions };
-        self.wal.publish(io);
+        if let ShardLog::Direct { wal, .. } = &mut self.log {
+            wal.publish(io);
+        }
         self.settle(after_ingress);
-        self.submit_io(io, after_ingress);
+        self.submit_io(io, after_ingress, worked);
         worked |= self.collect_garbage();
         if worked {
             let end = io.now();
@@ -390,7 +545,10 @@ impl<S: Storage> Reactor<S> for Shard<S> {
         if self.poisoned.is_some() {
             return None;
         }
-        self.wal.next_deadline()
+        match &self.log {
+            ShardLog::Mapped { .. } => self.due,
+            ShardLog::Direct { wal, .. } => wal.next_deadline(),
+        }
     }
 
     fn on_loop_error(&mut self, err: Error) {

@@ -11,7 +11,7 @@
 mod acks;
 mod core;
 
-pub(crate) use self::core::Shard;
+pub(crate) use self::core::{Shard, ShardLog};
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
+use crate::commit::{Commit, Ops, Written};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Responder, WaitPolicy};
@@ -35,7 +36,7 @@ use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
 use crate::wal::record::Record;
 use crate::wal::record::WriteOp;
-use crate::wal::{open_writer, WalError, WalOptions, WalWriter};
+use crate::wal::{DirectWal, MappedWal, WalError, WalOptions, WalWriter};
 use std::ops::Bound;
 
 /// What a shard found while starting, for the environment report.
@@ -62,6 +63,8 @@ const SYNC_WRITE_SPIN: Duration = Duration::from_millis(1);
 /// Caller-side handle to a running shard. `Send + Sync`: every caller thread uses it.
 pub struct ShardHandle {
     view: Arc<ShardView>,
+    /// `Normal`/`Async`: the commit lock callers write under.
+    commit: Option<Arc<Commit>>,
     sender: IngressSender,
     report: StartReport,
     mode: WalSyncMode,
@@ -135,7 +138,7 @@ impl ShardHandle {
         let mode = config.wal_sync_mode;
         let (sender, inbox) = ingress(config.ingress_queue_depth)
             .map_err(|e| Error::io("create shard doorbell (eventfd)", &config.dir, e))?;
-        let (ready_tx, ready) = bounded::<Result<(Arc<ShardView>, StartReport)>>(1);
+        let (ready_tx, ready) = bounded::<Result<Opened>>(1);
         let name = format!("ldb-shard-{}", config.shard_id);
         let thread = std::thread::Builder::new()
             .name(name)
@@ -170,22 +173,44 @@ impl ShardHandle {
         (m.approx_bytes() as u64, m.version_count() as u64)
     }
 
-    /// Applies one write; returns once it is acknowledged under the shard's mode.
+    /// Applies one write; returns once it is acknowledged under the shard's mode. In
+    /// `Normal`/`Async` the calling thread does the work under the commit lock.
     pub fn write(&self, op: WriteOp) -> Result<()> {
         self.refuse_if_poisoned()?;
+        let ops = match &self.commit {
+            Some(commit) => match commit.write(Ops::One(op), &|req| self.forward(req)) {
+                Written::Done(result) => return result,
+                Written::Full(ops) => ops,
+            },
+            None => Ops::One(op),
+        };
         let mut ticket = Ticket::new(1);
-        self.send(Request::Write { op, done: ticket.responder(self, true) })?;
+        self.send(ops.into_request(ticket.responder(self, true)))?;
         ticket.wait()
     }
 
-    /// Sends one shard's part of a batch (atomic on this shard); `ticket` collects the reply.
-    /// A refused send answers its part `Closed`.
+    /// Applies one shard's part of a batch (atomic on this shard); `ticket` collects the reply.
+    /// In `Normal`/`Async` the calling thread applies it before this returns (unless the
+    /// segment is full); in `Sync` it is sent. A refused send answers its part `Closed`.
     pub fn submit_batch(&self, ops: Vec<WriteOp>, ticket: &mut Ticket) {
         let done = ticket.responder(self, true);
         if self.view.is_poisoned() {
             return done.complete(Err(Error::Poisoned { shard: self.id() }));
         }
-        let _ = self.send(Request::Batch { ops, done });
+        let ops = match &self.commit {
+            Some(commit) => match commit.write(Ops::Many(ops), &|req| self.forward(req)) {
+                Written::Done(result) => return done.complete(result),
+                Written::Full(ops) => ops,
+            },
+            None => Ops::Many(ops),
+        };
+        let _ = self.send(ops.into_request(done));
+    }
+
+    /// Sends a request a commit-lock holder could not apply (a refused send answers it
+    /// `Closed` when the request is dropped).
+    fn forward(&self, req: Request) {
+        let _ = self.send(req);
     }
 
     /// Asks the shard to make every acknowledged write durable; `ticket` collects the reply.
@@ -271,7 +296,7 @@ impl ShardHandle {
 /// A shard thread that is still starting (pinning, creating its ring, replaying its WAL).
 pub struct StartingShard {
     sender: IngressSender,
-    ready: crossbeam_channel::Receiver<Result<(Arc<ShardView>, StartReport)>>,
+    ready: crossbeam_channel::Receiver<Result<Opened>>,
     thread: JoinHandle<()>,
     mode: WalSyncMode,
 }
@@ -281,8 +306,9 @@ impl StartingShard {
     pub fn ready(self) -> Result<ShardHandle> {
         let started = self.ready.recv().map_err(|_| Error::Closed).and_then(|r| r);
         match started {
-            Ok((view, report)) => Ok(ShardHandle {
+            Ok(Opened { view, commit, report }) => Ok(ShardHandle {
                 view,
+                commit,
                 sender: self.sender,
                 report,
                 mode: self.mode,
@@ -305,7 +331,17 @@ fn registration(config: &ShardConfig) -> Registration {
     }
 }
 
-type Ready = crossbeam_channel::Sender<Result<(Arc<ShardView>, StartReport)>>;
+type Ready = crossbeam_channel::Sender<Result<Opened>>;
+
+/// What a shard's start-up hands to its callers.
+pub(crate) struct Opened {
+    /// The published read view.
+    pub view: Arc<ShardView>,
+    /// `Normal`/`Async`: the commit lock.
+    pub commit: Option<Arc<Commit>>,
+    /// What the start-up found.
+    pub report: StartReport,
+}
 
 /// The shard thread: storage, start-up, loop; then the shard is dropped before the storage.
 fn shard_thread<S, F>(config: ShardConfig, inbox: Inbox, make: F, ready: Ready)
@@ -321,14 +357,15 @@ where
             return;
         }
     };
-    let (mut shard, view, report) = match open(&mut io, &config, pinned_cpu) {
+    let (mut shard, opened) = match open(&mut io, &config, pinned_cpu) {
         Ok(opened) => opened,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let _ = ready.send(Ok((view.clone(), report)));
+    let view = opened.view.clone();
+    let _ = ready.send(Ok(opened));
     let cfg = LoopConfig { spin_before_park: Duration::from_micros(config.spin_before_park_us) };
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         event_loop::run(&mut io, &inbox, &mut shard, cfg);
@@ -340,7 +377,8 @@ where
     }
     // Requests still queued, or pushed from now on, answer `Closed`.
     inbox.close();
-    // Its waiting acknowledgements answer `Closed`; nothing it owns is in flight.
+    // Its waiting acknowledgements answer `Closed`, callers' writes are refused from here;
+    // nothing it owns is in flight.
     drop(shard);
     // Waits for every operation in flight before anything they point to is freed.
     drop(io);
@@ -364,7 +402,7 @@ pub(crate) fn open<S: Storage + 'static>(
     io: &mut S,
     config: &ShardConfig,
     pinned_cpu: Option<usize>,
-) -> Result<(Shard<S>, Arc<ShardView>, StartReport)> {
+) -> Result<(Shard<S>, Opened)> {
     io.create_dir_all(&config.dir)
         .map_err(|e| Error::io("create shard directory", &config.dir, e))?;
     if config.wal_sync_mode == WalSyncMode::Sync && config.direct_io {
@@ -379,10 +417,24 @@ pub(crate) fn open<S: Storage + 'static>(
         }
     })?;
     let view = Arc::new(ShardView::new(config.shard_id, memtable.clone(), replayed.last_ts));
-    let mut wal = open_writer(wal_options(config), &replayed, io.now());
-    if let Err(e) = wal.prepare(io) {
-        return Err(first_segment_error(io, config, e));
-    }
+    let next_ts = replayed.last_ts.next();
+    let (log, commit) = match config.wal_sync_mode {
+        WalSyncMode::Sync => {
+            let mut wal = DirectWal::new(wal_options(config), &replayed, io.now());
+            if let Err(e) = wal.prepare(io) {
+                return Err(first_segment_error(io, config, e));
+            }
+            (ShardLog::Direct { wal, next_ts }, None)
+        }
+        WalSyncMode::Normal | WalSyncMode::Async => {
+            let (mut wal, mut mapped) = MappedWal::new(wal_options(config), &replayed, io.now());
+            if let Err(e) = wal.prepare(io, &mut mapped) {
+                return Err(first_segment_error(io, config, e));
+            }
+            let commit = Arc::new(Commit::new(mapped, next_ts, memtable.clone(), view.clone()));
+            (ShardLog::Mapped { wal, commit: commit.clone() }, Some(commit))
+        }
+    };
     let report = StartReport {
         pinned_cpu,
         ring: io.ring_setup(),
@@ -390,9 +442,8 @@ pub(crate) fn open<S: Storage + 'static>(
         registered_buffers: registration(config).buffers > 0 && io.ring_setup().is_some(),
         recovery: replayed.report.clone(),
     };
-    let shard =
-        Shard::new(config.clone(), view.clone(), memtable, wal, replayed.last_ts, &replayed.report);
-    Ok((shard, view, report))
+    let shard = Shard::new(config.clone(), view.clone(), memtable, log, &replayed.report);
+    Ok((shard, Opened { view, commit, report }))
 }
 
 /// A full disk at open gets a clear error: less room than one segment.

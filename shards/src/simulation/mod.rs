@@ -16,9 +16,11 @@
 
 mod model;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::commit::{Commit, Ops, Written};
 use crate::config::{Limits, ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Responder, WriteOp};
@@ -104,6 +106,8 @@ struct Live {
     sender: IngressSender,
     inbox: Inbox,
     done: Vec<IoDone>,
+    /// `Normal`/`Async`: the commit lock the simulated callers write under.
+    commit: Option<Arc<Commit>>,
 }
 
 /// A caller's request in flight.
@@ -117,8 +121,14 @@ struct Outstanding {
 
 #[derive(Clone, Debug)]
 enum Sending {
-    Write { index: usize, keys: Vec<Vec<u8>> },
-    Sync { sent_before: usize },
+    /// `send` numbers the write; the model learns its place when it is placed.
+    Write {
+        send: u64,
+        keys: Vec<Vec<u8>>,
+    },
+    Sync {
+        sent_before: usize,
+    },
 }
 
 struct Run {
@@ -135,6 +145,11 @@ struct Run {
     poisoned_at: Vec<Option<usize>>,
     step: usize,
     summary: SeedSummary,
+    /// Writes sent to a commit lock and not placed yet: first key's address → send number.
+    unplaced: Vec<HashMap<usize, (u64, Vec<WriteOp>)>>,
+    /// Send number → index in its shard's model, once placed.
+    placed: HashMap<u64, usize>,
+    next_send: u64,
 }
 
 impl Run {
@@ -168,6 +183,9 @@ impl Run {
             poisoned_at: vec![None; shards],
             step: 0,
             summary: SeedSummary::default(),
+            unplaced: (0..shards).map(|_| HashMap::new()).collect(),
+            placed: HashMap::new(),
+            next_send: 0,
         }
     }
 
@@ -217,10 +235,13 @@ impl Run {
             // Faults during an open make it fail, and a failed open poisons nothing.
             self.summary.faults += self.disk.take_fired().len() as u64;
             match opened {
-                Ok((shard, view, report)) => {
+                Ok((shard, opened)) => {
+                    let shard::Opened { view, commit, report } = opened;
                     self.summary.cuts += u64::from(report.recovery.cut.is_some());
                     let (sender, inbox) = ingress(64).map_err(|e| e.to_string())?;
-                    self.live[s] = Some(Live { shard, io, view, sender, inbox, done: Vec::new() });
+                    let done = Vec::new();
+                    self.live[s] = Some(Live { shard, io, view, sender, inbox, done, commit });
+                    self.unplaced[s].clear();
                     self.poisoned_at[s] = None;
                     let recovery = &report.recovery;
                     self.log(|| format!("shard {s} opened: {recovery:?}"));
@@ -297,6 +318,7 @@ impl Run {
         for m in &mut self.models {
             m.crash();
         }
+        self.forget_unplaced();
         if power {
             self.disk.power_loss();
             self.summary.power_losses += 1;
@@ -346,6 +368,7 @@ impl Run {
         for m in &mut self.models {
             m.crash();
         }
+        self.forget_unplaced();
         self.summary.closes += 1;
         let power = self.rng.chance(0.5);
         self.log(|| format!("then {}", if power { "POWER LOSS" } else { "the process exits" }));
@@ -382,7 +405,9 @@ impl Run {
             for d in live.done.drain(..) {
                 live.shard.on_completion(d);
             }
-            if live.shard.turn(&mut live.io, &live.inbox) == Turn::Stop {
+            let stopped = live.shard.turn(&mut live.io, &live.inbox) == Turn::Stop;
+            self.note_placed(s);
+            if stopped {
                 self.live[s] = None;
                 break;
             }
@@ -418,25 +443,74 @@ impl Run {
         let completion = Arc::new(Completion::new(1));
         let done = Responder::new(completion.clone());
         let roll = self.rng.below(100);
-        let (request, what) = if roll < 8 {
+        if roll < 8 {
             let sent_before = self.models[s].sent.len();
-            (Request::Sync { done }, Sending::Sync { sent_before })
-        } else {
-            let n = if roll < 25 { self.rng.between(2, 6) } else { 1 };
-            let ops: Vec<WriteOp> = (0..n).map(|_| random_op(&mut self.rng)).collect();
-            let keys = ops.iter().map(|op| op.key().to_vec()).collect();
-            let index = self.models[s].send(ops.clone());
-            self.log(|| format!("shard {s}: write {index} of {} ops", ops.len()));
-            let request = match <[WriteOp; 1]>::try_from(ops) {
-                Ok([op]) => Request::Write { op, done },
-                Err(ops) => Request::Batch { ops, done },
-            };
-            (request, Sending::Write { index, keys })
-        };
-        if live.sender.send(request).is_err() {
-            return None;
+            live.sender.send(Request::Sync { done }).ok()?;
+            let what = Sending::Sync { sent_before };
+            return Some(Outstanding { shard: s, completion, what, step: self.step });
         }
+        let n = if roll < 25 { self.rng.between(2, 6) } else { 1 };
+        let ops: Vec<WriteOp> = (0..n).map(|_| random_op(&mut self.rng)).collect();
+        let keys = ops.iter().map(|op| op.key().to_vec()).collect();
+        let send = self.next_send;
+        self.next_send += 1;
+        self.log(|| format!("shard {s}: write #{send} of {} ops", ops.len()));
+        let ops = match <[WriteOp; 1]>::try_from(ops) {
+            Ok([op]) => Ops::One(op),
+            Err(ops) => Ops::Many(ops),
+        };
+        let what = Sending::Write { send, keys };
+        let Some(commit) = live.commit.clone() else {
+            // `Sync`: through the queue, placed in the order sent.
+            let index = self.models[s].send(ops.as_slice().to_vec());
+            self.placed.insert(send, index);
+            live.sender.send(ops.into_request(done)).ok()?;
+            return Some(Outstanding { shard: s, completion, what, step: self.step });
+        };
+        // The model learns the order when the commit lock places it.
+        let first = ops.as_slice().first().map_or(0, |op| op.key().as_ptr() as usize);
+        self.unplaced[s].insert(first, (send, ops.as_slice().to_vec()));
+        let path = self.rng.below(100);
+        let sender = &live.sender;
+        let forward = |req: Request| {
+            let _ = sender.send(req);
+        };
+        if path < 50 {
+            // A caller that finds the lock free: applies it (and whatever is queued) itself.
+            match commit.write(ops, &forward) {
+                Written::Done(result) => done.complete(result),
+                Written::Full(ops) => forward(ops.into_request(done)),
+            }
+        } else if path < 80 {
+            // A caller that finds the lock taken: the next holder (a caller or the shard)
+            // applies it.
+            if let Err(ops) = commit.enqueue(ops, done) {
+                self.log(|| format!("shard {s}: combining queue full for #{send}"));
+                drop(ops); // answered `Closed` by its dropped responder
+            }
+        } else {
+            forward(ops.into_request(done));
+        }
+        self.note_placed(s);
         Some(Outstanding { shard: s, completion, what, step: self.step })
+    }
+
+    /// Moves the writes the commit lock of shard `s` placed into its model, in order.
+    fn note_placed(&mut self, s: usize) {
+        let Some(commit) = self.live[s].as_ref().and_then(|l| l.commit.clone()) else { return };
+        for first in commit.take_placed() {
+            let Some((send, ops)) = self.unplaced[s].remove(&first) else { continue };
+            let index = self.models[s].send(ops);
+            self.placed.insert(send, index);
+        }
+    }
+
+    /// After a crash or a close: writes not placed are gone with their callers.
+    fn forget_unplaced(&mut self) {
+        for u in &mut self.unplaced {
+            u.clear();
+        }
+        self.placed.clear();
     }
 
     fn run_turns(&mut self) -> std::result::Result<(), String> {
@@ -446,7 +520,10 @@ impl Run {
             for d in live.done.drain(..) {
                 live.shard.on_completion(d);
             }
-            if live.shard.turn(&mut live.io, &live.inbox) == Turn::Stop {
+            let stopped = live.shard.turn(&mut live.io, &live.inbox) == Turn::Stop;
+            self.note_placed(s);
+            let Some(live) = self.live[s].as_ref() else { continue };
+            if stopped {
                 return Err(format!("shard {s} stopped without a shutdown"));
             }
             if live.view.is_poisoned() && self.poisoned_at[s].is_none() {
@@ -489,7 +566,13 @@ impl Run {
                     self.models[s].synced(sent_before);
                 }
             }
-            Sending::Write { index, keys } => {
+            Sending::Write { send, keys } => {
+                let Some(&index) = self.placed.get(&send) else {
+                    if outcome == Outcome::Acked {
+                        return Err(format!("shard {s}: write #{send} acknowledged, never placed"));
+                    }
+                    return Ok(()); // refused, or answered `Closed` before it was placed
+                };
                 self.models[s].reply(index, outcome);
                 if outcome == Outcome::Acked {
                     self.summary.acked += 1;

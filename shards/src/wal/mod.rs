@@ -1,11 +1,13 @@
 //! The shard's write-ahead log: preallocated segments of checksummed records, group commit,
 //! durable claims, and replay. One writer per durability mode, chosen by measurement (ADR
-//! 0002), behind one interface ([`WalWriter`]):
+//! 0002):
 //!
-//! - `Normal` and `Async`: [`MappedWal`] copies records into a shared mapping of the segment
-//!   (the page cache outlives the process) and fdatasyncs through the ring on a timer.
-//! - `Sync`: [`DirectWal`] writes each group from a sector-aligned buffer with
-//!   `O_DIRECT | O_DSYNC` through the ring; a group is durable when its write completes.
+//! - `Normal` and `Async`: [`MappedLog`] is copied into, under the shard's commit lock, by
+//!   whichever thread holds it (a caller's, usually: ADR 0003); a record in the shared mapping
+//!   survives a process crash. [`MappedWal`], on the shard thread, creates the segments and
+//!   fdatasyncs them through the ring on a timer.
+//! - `Sync`: [`DirectWal`] ([`WalWriter`]) writes each group from a sector-aligned buffer
+//!   with `O_DIRECT | O_DSYNC` through the ring; a group is durable when its write completes.
 //!
 //! Writers place records and report progress ([`WalProgress`]: staged, written, durable, and
 //! the newest durable claim written); they hold no acknowledgements: the shard acknowledges
@@ -31,7 +33,7 @@ mod mapped;
 mod recovery_cases;
 
 pub use direct::DirectWal;
-pub use mapped::MappedWal;
+pub use mapped::{MappedLog, MappedWal};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -125,7 +127,7 @@ pub struct Urgency {
     pub claim_now: bool,
 }
 
-/// One WAL writer, either mode.
+/// The `Sync` writer's interface, as the shard drives it.
 pub trait WalWriter<S: Storage> {
     /// Creates (or reopens) the segment the next record goes to, so a disk without room for a
     /// segment fails at open rather than at the first write.
@@ -147,66 +149,4 @@ pub trait WalWriter<S: Storage> {
     fn is_idle(&self) -> bool;
     /// Traffic counters.
     fn counters(&self) -> &WalCounters;
-}
-
-/// The writer of either mode, dispatched by a match (the calls inline into the shard's turn;
-/// a `dyn WalWriter` measured slower on the single-caller put).
-pub enum AnyWal<S: Storage> {
-    /// `Normal` and `Async`.
-    Mapped(MappedWal<S>),
-    /// `Sync`.
-    Direct(DirectWal<S>),
-}
-
-macro_rules! each_writer {
-    ($self:ident, $w:ident => $e:expr) => {
-        match $self {
-            AnyWal::Mapped($w) => $e,
-            AnyWal::Direct($w) => $e,
-        }
-    };
-}
-
-impl<S: Storage> WalWriter<S> for AnyWal<S> {
-    fn prepare(&mut self, io: &mut S) -> Result<(), WalError> {
-        each_writer!(self, w => w.prepare(io))
-    }
-    fn append(&mut self, io: &mut S, ts: Ts, ops: &[WriteOp]) -> Result<Lsn, WalError> {
-        each_writer!(self, w => w.append(io, ts, ops))
-    }
-    fn publish(&mut self, io: &mut S) {
-        each_writer!(self, w => w.publish(io))
-    }
-    fn submit(&mut self, io: &mut S, now: Instant, urgency: Urgency) -> Result<(), WalError> {
-        each_writer!(self, w => w.submit(io, now, urgency))
-    }
-    fn on_completion(&mut self, io: &mut S, done: IoDone) -> Result<(), WalError> {
-        each_writer!(self, w => w.on_completion(io, done))
-    }
-    fn progress(&self) -> WalProgress {
-        each_writer!(self, w => w.progress())
-    }
-    fn next_deadline(&self) -> Option<Instant> {
-        each_writer!(self, w => w.next_deadline())
-    }
-    fn is_idle(&self) -> bool {
-        each_writer!(self, w => w.is_idle())
-    }
-    fn counters(&self) -> &WalCounters {
-        each_writer!(self, w => w.counters())
-    }
-}
-
-/// The writer for `opts.mode`, continuing after a replay that ended at `replayed`.
-pub fn open_writer<S: Storage>(
-    opts: WalOptions,
-    replayed: &reader::Replayed,
-    now: Instant,
-) -> AnyWal<S> {
-    match opts.mode {
-        WalSyncMode::Sync => AnyWal::Direct(DirectWal::new(opts, replayed, now)),
-        WalSyncMode::Normal | WalSyncMode::Async => {
-            AnyWal::Mapped(MappedWal::new(opts, replayed, now))
-        }
-    }
 }

@@ -64,6 +64,11 @@ impl MappedSegment {
     }
 }
 
+// Safety: the mapping is process memory owned by this value alone (nothing else holds `ptr`);
+// moving the owner to another thread moves that exclusive access with it, and every write
+// goes through `&mut self`.
+unsafe impl Send for MappedSegment {}
+
 impl MapSegment for MappedSegment {
     fn len(&self) -> usize {
         self.len

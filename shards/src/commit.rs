@@ -1,0 +1,381 @@
+//! The shard's commit lock: a caller thread does its own write's CPU work.
+//!
+//! For `Normal` and `Async` shards, a put, a delete or a one-shard batch never travels to the
+//! shard thread. The calling thread takes the shard's commit lock, assigns the record's LSN
+//! and timestamp, copies the record into the mapped WAL segment (from there it survives a
+//! process crash: the mode's promise), inserts it into the memtable, raises the visible
+//! watermark, and lets go. The shard thread keeps the I/O: fdatasync on its timer, segment
+//! rollover, garbage collection (ADR 0003, `docs/ARCHITECTURE.md` "Write path").
+//!
+//! Waiting for the lock: a caller tries it `COMMIT_SPIN_TRIES` times, spinning. Then it queues
+//! its request for whoever holds the lock (combining: the holder applies up to
+//! `COMBINE_MAX` queued requests before it lets go, so a crowd of callers on few CPUs does not
+//! line up for the lock one context switch at a time) and waits for the answer, still trying
+//! the lock itself: spinning, then yielding `COMMIT_YIELDS` times, then parking in slices of
+//! `COMMIT_PARK`. The shard thread also applies queued requests on every turn.
+//!
+//! When the active segment has no room for a record, nothing is copied: the request goes to
+//! the shard thread as a message ([`Written::Full`]), which rolls over and applies it, so a
+//! segment is created through the shard's storage, never on a caller's thread.
+//!
+//! Shared: one per shard, used by every caller thread and by the shard thread. Invariants:
+//! LSNs and timestamps are assigned, records copied and the watermark raised in one order,
+//! under the lock, so the watermark never covers a write that is not in the memtable and the
+//! log; no thread sends a message or waits for another while it holds the lock (the shard
+//! thread takes it, so that would deadlock).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::ingress::{Completion, Request, Responder};
+use crate::memtable::Memtable;
+use crate::stats::{OpKind, ShardStats};
+use crate::version::Ts;
+use crate::view::ShardView;
+use crate::wal::record::WriteOp;
+use crate::wal::MappedLog;
+
+/// Times a caller tries the commit lock, spinning, before it queues its request.
+pub const COMMIT_SPIN_TRIES: u32 = 64;
+/// Times a queued caller yields its CPU (trying the lock in between) before it parks.
+pub const COMMIT_YIELDS: u32 = 16;
+/// How long a queued caller parks at a time before it looks again (it is woken as soon as its
+/// request is applied; the slice only bounds a missed chance to take the lock itself).
+pub const COMMIT_PARK: Duration = Duration::from_micros(200);
+/// Requests that may wait for a lock holder; past it, callers wait for the lock itself.
+pub const COMBINE_QUEUE_DEPTH: usize = 256;
+/// Queued requests a holder applies before it lets go, beyond its own.
+pub const COMBINE_MAX: usize = 64;
+/// Times a holder looks at the queue again after letting go (each time it finds the lock
+/// free and requests waiting), so one caller does not combine for everyone forever.
+const HOLD_ROUNDS: usize = 4;
+/// Keys whose old versions await collection, at most (past it, old versions wait for the
+/// key's next overwrite).
+pub const GC_QUEUE_MAX: usize = 1 << 20;
+
+/// The operations of one WAL record: one write, or a batch.
+#[derive(Debug)]
+pub enum Ops {
+    /// One put or delete (no allocation for the list).
+    One(WriteOp),
+    /// A one-shard batch, applied atomically.
+    Many(Vec<WriteOp>),
+}
+
+impl Ops {
+    /// The operations, in order.
+    pub fn as_slice(&self) -> &[WriteOp] {
+        match self {
+            Ops::One(op) => std::slice::from_ref(op),
+            Ops::Many(ops) => ops,
+        }
+    }
+
+    /// The kind of request, for the statistics.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Ops::One(op) if op.value().is_some() => OpKind::Put,
+            Ops::One(_) => OpKind::Delete,
+            Ops::Many(_) => OpKind::Batch,
+        }
+    }
+
+    /// The message that asks the shard thread to apply these operations.
+    pub fn into_request(self, done: Responder) -> Request {
+        match self {
+            Ops::One(op) => Request::Write { op, done },
+            Ops::Many(ops) => Request::Batch { ops, done },
+        }
+    }
+
+    fn for_each(self, mut f: impl FnMut(WriteOp)) {
+        match self {
+            Ops::One(op) => f(op),
+            Ops::Many(ops) => ops.into_iter().for_each(f),
+        }
+    }
+}
+
+/// What became of a write.
+#[derive(Debug)]
+#[must_use]
+pub enum Written {
+    /// Applied (acknowledged under the mode's promise), or refused.
+    Done(Result<()>),
+    /// The active segment has no room: send it to the shard thread, which rolls over.
+    Full(Ops),
+}
+
+/// What the commit lock protects.
+pub struct CommitState {
+    /// The mapped WAL: the active segment and the log's progress.
+    pub log: MappedLog,
+    /// The timestamp the next write gets.
+    next_ts: Ts,
+    memtable: Arc<Memtable>,
+    /// Keys given a newer version, for the shard's garbage collection.
+    gc: Vec<(Vec<u8>, Ts)>,
+    /// The shard is closing or has stopped: writes answer `Closed`.
+    closed: bool,
+    /// The writes applied under the lock: counts, errors and latencies (from the call to the
+    /// acknowledgement, the wait for the lock included).
+    pub stats: ShardStats,
+    /// The simulation's view of the placement order: the address of each placed record's
+    /// first key (unique among requests in flight).
+    #[cfg(any(test, feature = "simulation"))]
+    placed: Vec<usize>,
+}
+
+impl CommitState {
+    /// `place`, recorded in the statistics as a request that started at `started`.
+    fn apply(&mut self, view: &ShardView, ops: Ops, started: Instant) -> Written {
+        let kind = ops.kind();
+        let written = self.place(view, ops);
+        if let Written::Done(result) = &written {
+            let now = Instant::now();
+            self.stats.record_op(kind, now.saturating_duration_since(started), result.is_ok());
+        }
+        written
+    }
+
+    /// Places one record for `ops` and applies it to the memtable, visible at once (its
+    /// promise holds when it is in the mapping).
+    fn place(&mut self, view: &ShardView, ops: Ops) -> Written {
+        if self.closed {
+            return Written::Done(Err(Error::Closed));
+        }
+        if view.is_poisoned() {
+            return Written::Done(Err(Error::Poisoned { shard: view.shard_id() }));
+        }
+        let ts = self.next_ts;
+        if self.log.append(ts, ops.as_slice()).is_none() {
+            return Written::Full(ops);
+        }
+        self.next_ts = ts.next();
+        #[cfg(any(test, feature = "simulation"))]
+        self.placed.push(ops.as_slice().first().map_or(0, |op| op.key().as_ptr() as usize));
+        let (memtable, gc) = (&self.memtable, &mut self.gc);
+        ops.for_each(|op| {
+            let (key, value) = match op {
+                WriteOp::Put { key, value } => (key, Some(value)),
+                WriteOp::Delete { key } => (key, None),
+            };
+            if memtable.insert(&key, ts, value) && gc.len() < GC_QUEUE_MAX {
+                gc.push((key, ts));
+            }
+        });
+        // Before the acknowledgement: a caller reads its own write once told it is done.
+        view.publish(ts);
+        Written::Done(Ok(()))
+    }
+
+    /// Shard-side: refuses every write from now on (a close, or a stopped shard thread).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Shard-side: moves the keys queued for garbage collection into `into`, keeping it
+    /// under `GC_QUEUE_MAX`.
+    pub fn take_gc(&mut self, into: &mut VecDeque<(Vec<u8>, Ts)>) {
+        let room = GC_QUEUE_MAX.saturating_sub(into.len());
+        into.extend(self.gc.drain(..).take(room));
+        self.gc.clear();
+    }
+}
+
+/// A request queued for the lock holder.
+struct Queued {
+    ops: Ops,
+    done: Responder,
+    started: Instant,
+}
+
+/// One shard's commit lock and the requests waiting for its holder.
+pub struct Commit {
+    state: Mutex<CommitState>,
+    queue_tx: Sender<Queued>,
+    queue_rx: Receiver<Queued>,
+    view: Arc<ShardView>,
+    /// Keys queued for garbage collection (so the shard looks without taking the lock).
+    gc_pending: AtomicUsize,
+}
+
+impl Commit {
+    /// The commit lock over `log`, continuing at timestamp `next_ts`.
+    pub fn new(log: MappedLog, next_ts: Ts, memtable: Arc<Memtable>, view: Arc<ShardView>) -> Self {
+        let (queue_tx, queue_rx) = crossbeam_channel::bounded(COMBINE_QUEUE_DEPTH);
+        let state = CommitState {
+            log,
+            next_ts,
+            memtable,
+            gc: Vec::new(),
+            closed: false,
+            stats: ShardStats::new(view.shard_id()),
+            #[cfg(any(test, feature = "simulation"))]
+            placed: Vec::new(),
+        };
+        Commit {
+            state: Mutex::new(state),
+            queue_tx,
+            queue_rx,
+            view,
+            gc_pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// Shard-side: takes the lock, blocking. A panic that poisoned the mutex left the shard
+    /// poisoned too (writes are refused), so the state is still safe to look at.
+    pub fn lock(&self) -> MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_lock(&self) -> Option<MutexGuard<'_, CommitState>> {
+        match self.state.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Caller-side: applies one record's operations on the calling thread (or has the lock
+    /// holder apply them). `Full` asks the caller to send them to the shard thread.
+    pub fn write(&self, ops: Ops, forward: &dyn Fn(Request)) -> Written {
+        let started = Instant::now();
+        for _ in 0..COMMIT_SPIN_TRIES {
+            if let Some(guard) = self.try_lock() {
+                return self.hold_own(guard, ops, started, forward);
+            }
+            std::hint::spin_loop();
+        }
+        if self.queue_tx.is_full() {
+            return self.hold_own(self.lock(), ops, started, forward);
+        }
+        let completion = Arc::new(Completion::new(1));
+        let queued = Queued { ops, done: Responder::new(completion.clone()), started };
+        if let Err(e) = self.queue_tx.try_send(queued) {
+            let Queued { ops, .. } = e.into_inner();
+            return self.hold_own(self.lock(), ops, started, forward);
+        }
+        // Either a holder sees the request after it lets go, or we see the lock free.
+        fence(Ordering::SeqCst);
+        let mut rounds: u32 = 0;
+        loop {
+            if let Some(result) = completion.try_result() {
+                return Written::Done(result);
+            }
+            if let Some(guard) = self.try_lock() {
+                let _ = self.hold(guard, None, forward);
+                continue;
+            }
+            rounds = rounds.saturating_add(1);
+            if rounds < COMMIT_SPIN_TRIES {
+                std::hint::spin_loop();
+            } else if rounds < COMMIT_SPIN_TRIES + COMMIT_YIELDS {
+                std::thread::yield_now();
+            } else {
+                completion.park_timeout(COMMIT_PARK);
+            }
+        }
+    }
+
+    /// Queues a request for the next lock holder, as a caller that found the lock taken does
+    /// (the simulation uses it to stage that race). `Err` gives it back when the queue is full.
+    #[cfg(any(test, feature = "simulation"))]
+    pub fn enqueue(&self, ops: Ops, done: Responder) -> std::result::Result<(), Ops> {
+        let queued = Queued { ops, done, started: Instant::now() };
+        self.queue_tx.try_send(queued).map_err(|e| e.into_inner().ops)
+    }
+
+    fn hold_own<'a>(
+        &'a self,
+        guard: MutexGuard<'a, CommitState>,
+        ops: Ops,
+        started: Instant,
+        forward: &dyn Fn(Request),
+    ) -> Written {
+        self.hold(guard, Some((ops, started)), forward).unwrap_or(Written::Done(Ok(())))
+    }
+
+    /// The records placed since the last call, in order, by the address of their first key
+    /// (the simulation's model follows the placement order).
+    #[cfg(any(test, feature = "simulation"))]
+    pub fn take_placed(&self) -> Vec<usize> {
+        std::mem::take(&mut self.lock().placed)
+    }
+
+    /// Applies `own` (if any) and then queued requests under `guard`, lets go, and forwards
+    /// what did not fit to the shard thread. Returns what became of `own`.
+    fn hold<'a>(
+        &'a self,
+        mut guard: MutexGuard<'a, CommitState>,
+        own: Option<(Ops, Instant)>,
+        forward: &dyn Fn(Request),
+    ) -> Option<Written> {
+        let written = own.map(|(ops, started)| guard.apply(&self.view, ops, started));
+        let mut full = Vec::new();
+        for _ in 0..HOLD_ROUNDS {
+            self.combine(&mut guard, |ops, done| full.push((ops, done)));
+            self.gc_pending.store(guard.gc.len(), Ordering::Relaxed);
+            drop(guard);
+            for (ops, done) in full.drain(..) {
+                forward(ops.into_request(done)); // a refused send answers `Closed`
+            }
+            // A request queued while we let go: apply it, unless someone else holds the lock
+            // now (that holder looks again when it lets go; waiters keep trying too).
+            fence(Ordering::SeqCst);
+            if self.queue_rx.is_empty() {
+                break;
+            }
+            match self.try_lock() {
+                Some(g) => guard = g,
+                None => break,
+            }
+        }
+        written
+    }
+
+    /// Applies up to `COMBINE_MAX` queued requests; `full` gets those that did not fit.
+    pub fn combine(&self, state: &mut CommitState, mut full: impl FnMut(Ops, Responder)) {
+        for _ in 0..COMBINE_MAX {
+            let Ok(queued) = self.queue_rx.try_recv() else { break };
+            match state.apply(&self.view, queued.ops, queued.started) {
+                Written::Done(result) => queued.done.complete(result),
+                Written::Full(ops) => full(ops, queued.done),
+            }
+        }
+    }
+
+    /// True when requests wait for a lock holder.
+    pub fn has_queued(&self) -> bool {
+        !self.queue_rx.is_empty()
+    }
+
+    /// Keys queued for garbage collection, as of the last holder.
+    pub fn gc_pending(&self) -> usize {
+        self.gc_pending.load(Ordering::Relaxed)
+    }
+
+    /// Shard-side: places `ops` under `state` as a caller would (the shard records the
+    /// request in its own statistics).
+    pub fn apply(&self, state: &mut CommitState, ops: Ops) -> Written {
+        state.place(&self.view, ops)
+    }
+
+    /// Shard-side: notes how many keys await collection after the shard applied writes.
+    pub fn note_gc(&self, state: &CommitState) {
+        self.gc_pending.store(state.gc.len(), Ordering::Relaxed);
+    }
+
+    /// Shard-side: refuses writes from now on and answers every queued request `Closed`.
+    pub fn close(&self) {
+        self.lock().close();
+        while let Ok(queued) = self.queue_rx.try_recv() {
+            queued.done.complete(Err(Error::Closed));
+        }
+    }
+}
