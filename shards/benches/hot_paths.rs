@@ -23,34 +23,34 @@ fn key(i: u64) -> [u8; 16] {
 
 const KEYS: u64 = 100_000;
 
-fn filled() -> Memtable {
-    let m = Memtable::new();
+fn filled() -> Arc<Memtable> {
+    let (m, mut w, _) = Memtable::create();
     let v: Arc<[u8]> = vec![7u8; 100].into();
     for i in 0..KEYS {
-        m.insert(&key(i), Ts::new(i + 1), Some(v.clone()));
+        w.insert(&key(i), Ts::new(i + 1), Some(v.clone()));
     }
     m
 }
 
 #[divan::bench(sample_count = 20, sample_size = 10_000)]
 fn memtable_insert_sequential(b: Bencher) {
-    let m = Memtable::new();
+    let (_m, mut w, _) = Memtable::create();
     let v: Arc<[u8]> = vec![7u8; 100].into();
     let mut i = 0u64;
     b.bench_local(|| {
         i += 1;
-        m.insert(&key(i), Ts::new(i), Some(v.clone()))
+        w.insert(&key(i), Ts::new(i), Some(v.clone()))
     });
 }
 
 #[divan::bench(sample_count = 20, sample_size = 10_000)]
 fn memtable_insert_random(b: Bencher) {
-    let m = Memtable::new();
+    let (_m, mut w, _) = Memtable::create();
     let v: Arc<[u8]> = vec![7u8; 100].into();
     let mut i = 0u64;
     b.bench_local(|| {
         i += 1;
-        m.insert(&key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20), Ts::new(i), Some(v.clone()))
+        w.insert(&key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20), Ts::new(i), Some(v.clone()))
     });
 }
 

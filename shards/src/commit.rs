@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::ingress::{Completion, Request, Responder};
-use crate::memtable::Memtable;
+use crate::memtable::MemtableWriter;
 use crate::stats::{OpKind, ShardStats};
 use crate::version::Ts;
 use crate::view::ShardView;
@@ -117,7 +117,7 @@ pub struct CommitState {
     pub log: MappedLog,
     /// The timestamp the next write gets.
     next_ts: Ts,
-    memtable: Arc<Memtable>,
+    memtable: MemtableWriter,
     /// Keys given a newer version, for the shard's garbage collection.
     gc: Vec<(Vec<u8>, Ts)>,
     /// The shard is closing or has stopped: writes answer `Closed`.
@@ -159,7 +159,7 @@ impl CommitState {
         self.next_ts = ts.next();
         #[cfg(any(test, feature = "simulation"))]
         self.placed.push(ops.as_slice().first().map_or(0, |op| op.key().as_ptr() as usize));
-        let (memtable, gc) = (&self.memtable, &mut self.gc);
+        let (memtable, gc) = (&mut self.memtable, &mut self.gc);
         ops.for_each(|op| {
             let (key, value) = match op {
                 WriteOp::Put { key, value } => (key, Some(value)),
@@ -207,7 +207,12 @@ pub struct Commit {
 
 impl Commit {
     /// The commit lock over `log`, continuing at timestamp `next_ts`.
-    pub fn new(log: MappedLog, next_ts: Ts, memtable: Arc<Memtable>, view: Arc<ShardView>) -> Self {
+    pub fn new(
+        log: MappedLog,
+        next_ts: Ts,
+        memtable: MemtableWriter,
+        view: Arc<ShardView>,
+    ) -> Self {
         let (queue_tx, queue_rx) = crossbeam_channel::bounded(COMBINE_QUEUE_DEPTH);
         let state = CommitState {
             log,

@@ -75,6 +75,6 @@ pub mod internals {
     pub use crate::io::sys::{allowed_cpus, pin_current_thread};
     pub use crate::io::uring::{Registration, UringStorage};
     pub use crate::io::{IoBuf, OpenHow, Storage};
-    pub use crate::memtable::{Lookup, Memtable};
+    pub use crate::memtable::{Lookup, Memtable, MemtableWriter};
     pub use crate::wal::record::{encode_write, parse, write_record_bytes, Parsed};
 }

@@ -147,10 +147,10 @@ mod tests {
 
     #[test]
     fn invisible_writes_stay_hidden() {
-        let m = Arc::new(Memtable::new());
+        let (m, mut w, _) = Memtable::create();
         let v = ShardView::new(0, m.clone(), Ts::new(1));
-        m.insert(b"k", Ts::new(1), Some(b"old"[..].into()));
-        m.insert(b"k", Ts::new(2), Some(b"new"[..].into()));
+        w.insert(b"k", Ts::new(1), Some(b"old"[..].into()));
+        w.insert(b"k", Ts::new(2), Some(b"new"[..].into()));
         assert_eq!(v.get(b"k"), Some(b"old".to_vec()));
         v.publish(Ts::new(2));
         assert_eq!(v.get(b"k"), Some(b"new".to_vec()));
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn snapshots_hold_the_watermark() {
-        let v = Arc::new(ShardView::new(0, Arc::new(Memtable::new()), Ts::new(5)));
+        let v = Arc::new(ShardView::new(0, Memtable::create().0, Ts::new(5)));
         let s = v.snapshot();
         v.publish(Ts::new(9));
         assert_eq!(v.gc_watermark(), Ts::new(5));

@@ -23,7 +23,7 @@ use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{Inbox, Request, Responder, WriteOp};
 use crate::io::{IoDone, Storage};
-use crate::memtable::Memtable;
+use crate::memtable::{GarbageCollector, Memtable, MemtableWriter};
 use crate::runtime::event_loop::{Reactor, Turn};
 use crate::stats::{OpKind, ShardStats, Stall};
 use crate::version::{Lsn, Ts};
@@ -52,6 +52,8 @@ pub enum ShardLog<S: Storage> {
         wal: DirectWal<S>,
         /// The timestamp the next write gets (in LSN order).
         next_ts: Ts,
+        /// The memtable's writer (the shard thread is the only one in `Sync`).
+        memtable: MemtableWriter,
     },
 }
 
@@ -60,6 +62,7 @@ pub struct Shard<S: Storage> {
     config: ShardConfig,
     view: Arc<ShardView>,
     memtable: Arc<Memtable>,
+    collector: GarbageCollector,
     log: ShardLog<S>,
     acks: PendingAcks,
     /// Reused by `settle`.
@@ -84,6 +87,7 @@ impl<S: Storage> Shard<S> {
         config: ShardConfig,
         view: Arc<ShardView>,
         memtable: Arc<Memtable>,
+        collector: GarbageCollector,
         log: ShardLog<S>,
         recovery: &RecoveryReport,
     ) -> Self {
@@ -95,6 +99,7 @@ impl<S: Storage> Shard<S> {
             config,
             view,
             memtable,
+            collector,
             log,
             acks: PendingAcks::default(),
             released: Released::default(),
@@ -186,11 +191,12 @@ impl<S: Storage> Shard<S> {
                 }
                 return;
             }
-            ShardLog::Direct { wal, next_ts } => {
+            ShardLog::Direct { wal, next_ts, memtable } => {
                 let ts = *next_ts;
                 match wal.append(io, ts, ops.as_slice()) {
                     Ok(lsn) => {
                         *next_ts = ts.next();
+                        apply(memtable, &mut self.gc_queue, ts, ops);
                         Ok((lsn, ts))
                     }
                     Err(e) => Err(e),
@@ -205,27 +211,7 @@ impl<S: Storage> Shard<S> {
                 return self.poison(e, now);
             }
         };
-        self.apply(ts, ops);
         self.acks.push_write(lsn, ts, ack);
-    }
-
-    /// Moves the values into the memtable (no copy, no reference-count traffic).
-    fn apply(&mut self, ts: Ts, ops: Ops) {
-        let ops = match ops {
-            Ops::One(op) => vec![op],
-            Ops::Many(ops) => ops,
-        };
-        for op in ops {
-            let (key, value) = match op {
-                WriteOp::Put { key, value } => (key, Some(value)),
-                WriteOp::Delete { key } => (key, None),
-            };
-            // An overwritten key's older versions are collected later; the queue is bounded
-            // (past it, old versions wait for the key's next overwrite).
-            if self.memtable.insert(&key, ts, value) && self.gc_queue.len() < GC_QUEUE_MAX {
-                self.gc_queue.push_back((key, ts));
-            }
-        }
     }
 
     fn sync(&mut self, ack: Ack) {
@@ -375,7 +361,7 @@ impl<S: Storage> Shard<S> {
                 _ => break,
             }
             if let Some((key, _)) = self.gc_queue.pop_front() {
-                self.memtable.collect_garbage(&key, watermark);
+                self.collector.collect_garbage(&key, watermark);
             }
         }
         true
@@ -483,6 +469,26 @@ impl<S: Storage> Shard<S> {
             slowest.1.as_secs_f64() * 1e3
         );
         self.stats.record_stall(Stall { duration, phase: slowest.0, phase_duration: slowest.1 });
+    }
+}
+
+/// `Sync`: moves the values into the memtable (no copy, no reference-count traffic), invisible
+/// until the shard publishes `ts`.
+fn apply(memtable: &mut MemtableWriter, gc: &mut VecDeque<(Vec<u8>, Ts)>, ts: Ts, ops: Ops) {
+    let ops = match ops {
+        Ops::One(op) => vec![op],
+        Ops::Many(ops) => ops,
+    };
+    for op in ops {
+        let (key, value) = match op {
+            WriteOp::Put { key, value } => (key, Some(value)),
+            WriteOp::Delete { key } => (key, None),
+        };
+        // An overwritten key's older versions are collected later; the queue is bounded (past
+        // it, old versions wait for the key's next overwrite).
+        if memtable.insert(&key, ts, value) && gc.len() < GC_QUEUE_MAX {
+            gc.push_back((key, ts));
+        }
     }
 }
 

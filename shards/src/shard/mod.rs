@@ -408,12 +408,12 @@ pub(crate) fn open<S: Storage + 'static>(
     if config.wal_sync_mode == WalSyncMode::Sync && config.direct_io {
         io.probe_direct_io(&config.dir)?;
     }
-    let memtable = Arc::new(Memtable::new());
+    let (memtable, mut writer, collector) = Memtable::create();
     let replayed = reader::replay(io, &config.dir, config.shard_id as u32, Lsn::FIRST, |rec| {
         let Record::Write(w) = rec;
         for op in w.ops {
             let value = op.value().map(std::sync::Arc::<[u8]>::from);
-            memtable.insert(op.key(), w.ts, value);
+            writer.insert(op.key(), w.ts, value);
         }
     })?;
     let view = Arc::new(ShardView::new(config.shard_id, memtable.clone(), replayed.last_ts));
@@ -424,14 +424,14 @@ pub(crate) fn open<S: Storage + 'static>(
             if let Err(e) = wal.prepare(io) {
                 return Err(first_segment_error(io, config, e));
             }
-            (ShardLog::Direct { wal, next_ts }, None)
+            (ShardLog::Direct { wal, next_ts, memtable: writer }, None)
         }
         WalSyncMode::Normal | WalSyncMode::Async => {
             let (mut wal, mut mapped) = MappedWal::new(wal_options(config), &replayed, io.now());
             if let Err(e) = wal.prepare(io, &mut mapped) {
                 return Err(first_segment_error(io, config, e));
             }
-            let commit = Arc::new(Commit::new(mapped, next_ts, memtable.clone(), view.clone()));
+            let commit = Arc::new(Commit::new(mapped, next_ts, writer, view.clone()));
             (ShardLog::Mapped { wal, commit: commit.clone() }, Some(commit))
         }
     };
@@ -442,7 +442,8 @@ pub(crate) fn open<S: Storage + 'static>(
         registered_buffers: registration(config).buffers > 0 && io.ring_setup().is_some(),
         recovery: replayed.report.clone(),
     };
-    let shard = Shard::new(config.clone(), view.clone(), memtable, log, &replayed.report);
+    let shard =
+        Shard::new(config.clone(), view.clone(), memtable, collector, log, &replayed.report);
     Ok((shard, Opened { view, commit, report }))
 }
 

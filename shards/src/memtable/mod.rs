@@ -1,0 +1,520 @@
+//! The MVCC memtable: an ordered map of key → versions (value or tombstone), one writer, any
+//! number of lock-free readers.
+//!
+//! Written by one thread at a time: in `Normal`/`Async` whoever holds the shard's commit lock,
+//! in `Sync` the shard thread, at open the replay ([`MemtableWriter`], one per memtable). Old
+//! versions are collected by the shard thread ([`GarbageCollector`], one per memtable). Read
+//! concurrently by caller threads (the published read view, `docs/ARCHITECTURE.md` "Reads and
+//! MVCC"). A reader at snapshot `s` sees, per key, the newest version with timestamp `<= s`.
+//! Versions are keyed on the MVCC timestamp (`version::Ts`), never on a log position.
+//!
+//! Layout (ADR 0003): an ordered index of keys (`tree`: a B+tree, one writer, optimistic
+//! readers) whose entries each hold the key's versions newest first (`chain`). A new key is one
+//! index insert; an overwrite only prepends to its key's list. A point read is one descent; a
+//! scan copies whole leaves.
+//!
+//! Old versions are removed (`GarbageCollector::collect_garbage`) only when a newer version is
+//! at or below the GC watermark, i.e. visible to every registered snapshot. Point reads do not
+//! register: a get that finds only versions newer than its snapshot re-reads the visible
+//! timestamp and retries (`view::ShardView::get`), which stays correct while older versions
+//! disappear. Keys are never removed from the index (a memtable only grows until it is
+//! replaced).
+
+mod chain;
+mod tree;
+
+use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use crossbeam_epoch as epoch;
+
+use self::chain::{Chain, Visible};
+use self::tree::{Keyed, LeafCopy, Seek, Tree};
+use crate::version::Ts;
+
+pub use self::chain::Slot;
+
+/// Keys a leaf of the index holds.
+pub const LEAF_KEYS: usize = 64;
+/// Children an inner node of the index holds.
+pub const INNER_CHILDREN: usize = 64;
+
+/// Approximate bytes a version costs beyond its value (list node, allocator overhead).
+const VERSION_OVERHEAD_BYTES: usize = 48;
+/// Approximate bytes a key costs in the index beyond its heap bytes (entry, leaf slot share).
+const KEY_OVERHEAD_BYTES: usize = 96;
+
+/// Keys up to this many bytes live inside the skiplist node (no separate allocation, one cache
+/// miss less per comparison).
+pub const INLINE_KEY_BYTES: usize = 22;
+
+/// A user key, stored inline when short.
+#[derive(Clone, Debug)]
+pub struct KeyBytes(Repr);
+
+#[derive(Clone, Debug)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE_KEY_BYTES] },
+    Heap(Box<[u8]>),
+}
+
+impl KeyBytes {
+    /// Copies `key`, inline when it is short.
+    pub fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY_BYTES {
+            let mut buf = [0u8; INLINE_KEY_BYTES];
+            buf[..key.len()].copy_from_slice(key);
+            KeyBytes(Repr::Inline { len: key.len() as u8, buf })
+        } else {
+            KeyBytes(Repr::Heap(key.into()))
+        }
+    }
+
+    /// The key bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, buf } => &buf[..usize::from(*len)],
+            Repr::Heap(b) => b,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Inline { .. } => 0,
+            Repr::Heap(b) => b.len(),
+        }
+    }
+}
+
+impl PartialEq for KeyBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for KeyBytes {}
+
+impl std::hash::Hash for KeyBytes {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash exactly like `[u8]`, so lookups by `&[u8]` (Borrow) find the entry.
+        self.as_slice().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for KeyBytes {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// Result of a point lookup at a snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The newest visible version is a value.
+    Found(Vec<u8>),
+    /// The newest visible version is a tombstone.
+    Deleted,
+    /// No visible version; `newest_invisible` is the newest version that was too new, if any.
+    Missing {
+        /// Timestamp of the newest version above the snapshot.
+        newest_invisible: Option<Ts>,
+    },
+}
+
+/// Scan direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Ascending keys.
+    Forward,
+    /// Descending keys.
+    Reverse,
+}
+
+/// One chunk of a scan.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// Visible `(key, value)` pairs, in scan order.
+    /// (Keys are copied inline when short; values are shared, not copied.)
+    pub entries: Vec<(KeyBytes, Arc<[u8]>)>,
+    /// The last key examined; the next chunk starts strictly after it. `None`: range exhausted.
+    pub resume_after: Option<Vec<u8>>,
+}
+
+/// One key of the index: the key and its versions.
+struct KeyEntry {
+    key: KeyBytes,
+    versions: Chain,
+}
+
+impl Keyed for KeyEntry {
+    fn key(&self) -> &[u8] {
+        self.key.as_slice()
+    }
+}
+
+type Index = Tree<KeyEntry, LEAF_KEYS, INNER_CHILDREN>;
+type Leaf<'t> = LeafCopy<'t, KeyEntry, LEAF_KEYS>;
+
+/// The memtable of one shard (see the module documentation).
+pub struct Memtable {
+    index: Index,
+    approx_bytes: AtomicUsize,
+    versions: AtomicUsize,
+}
+
+impl Default for Memtable {
+    fn default() -> Self {
+        Memtable {
+            index: Index::new(),
+            approx_bytes: AtomicUsize::new(0),
+            versions: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Memtable {
+    /// An empty memtable, its one writer and its one garbage collector.
+    pub fn create() -> (Arc<Memtable>, MemtableWriter, GarbageCollector) {
+        let table = Arc::new(Memtable::default());
+        let writer = MemtableWriter { table: table.clone() };
+        let collector = GarbageCollector { table: table.clone() };
+        (table, writer, collector)
+    }
+
+    /// Approximate bytes held (keys, values, index and list nodes).
+    pub fn approx_bytes(&self) -> usize {
+        self.approx_bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Number of versions stored (all keys, all versions, tombstones included).
+    pub fn version_count(&self) -> usize {
+        self.versions.load(AtomicOrdering::Relaxed)
+    }
+
+    /// The newest version of `key` with timestamp `<= snapshot`.
+    pub fn get(&self, key: &[u8], snapshot: Ts) -> Lookup {
+        let Some(entry) = self.index.get(key) else {
+            return Lookup::Missing { newest_invisible: None };
+        };
+        let guard = &epoch::pin();
+        match entry.versions.visible(snapshot, guard) {
+            Visible::At(v) => match v.value() {
+                Some(value) => Lookup::Found(value.to_vec()),
+                None => Lookup::Deleted,
+            },
+            Visible::Missing(newest_invisible) => Lookup::Missing { newest_invisible },
+        }
+    }
+
+    /// Up to `limit` visible entries within the bounds at `snapshot`, in `direction` order.
+    /// Keys are examined in order; a later chunk resumes after `Chunk::resume_after`.
+    pub fn chunk(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        snapshot: Ts,
+        direction: Direction,
+        limit: usize,
+    ) -> Chunk {
+        let mut scan = ChunkBuilder { out: Chunk::default(), limit: limit.max(1), last: None };
+        let guard = &epoch::pin();
+        let mut leaf = Leaf::new();
+        match direction {
+            Direction::Forward => {
+                let seek = match lower {
+                    Bound::Included(k) => Seek::Ge(k),
+                    Bound::Excluded(k) => Seek::Gt(k),
+                    Bound::Unbounded => Seek::First,
+                };
+                self.index.seek(seek, &mut leaf);
+                let mut from = leaf.pos;
+                loop {
+                    for entry in &leaf.entries[from..] {
+                        if !below_upper(entry.key(), upper) || !scan.offer(entry, snapshot, guard) {
+                            return scan.out;
+                        }
+                    }
+                    if !leaf.has_next() {
+                        return scan.out;
+                    }
+                    self.index.seek_next(&mut leaf);
+                    from = 0;
+                }
+            }
+            Direction::Reverse => {
+                let seek = match upper {
+                    Bound::Included(k) => Seek::Le(k),
+                    Bound::Excluded(k) => Seek::Lt(k),
+                    Bound::Unbounded => Seek::Last,
+                };
+                self.index.seek(seek, &mut leaf);
+                loop {
+                    for entry in leaf.entries[..leaf.pos].iter().rev() {
+                        if !above_lower(entry.key(), lower) || !scan.offer(entry, snapshot, guard) {
+                            return scan.out;
+                        }
+                    }
+                    // Every leaf but the leftmost starts with a key below which the previous
+                    // leaf's keys lie; the leftmost has nothing before it.
+                    let Some(&first) = leaf.entries.first() else { return scan.out };
+                    self.index.seek(Seek::Lt(first.key()), &mut leaf);
+                    if leaf.pos == 0 {
+                        return scan.out;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A chunk being filled.
+struct ChunkBuilder<'t> {
+    out: Chunk,
+    limit: usize,
+    /// The last key examined.
+    last: Option<&'t KeyEntry>,
+}
+
+impl<'t> ChunkBuilder<'t> {
+    /// Examines `entry`: adds its visible value, if any. False when the chunk is full (then
+    /// `resume_after` is the key examined before it).
+    fn offer(&mut self, entry: &'t KeyEntry, snapshot: Ts, guard: &epoch::Guard) -> bool {
+        if let Visible::At(v) = entry.versions.visible(snapshot, guard) {
+            if let Some(value) = v.value() {
+                if self.out.entries.len() == self.limit {
+                    self.out.resume_after = self.last.map(|e| e.key().to_vec());
+                    return false;
+                }
+                self.out.entries.push((entry.key.clone(), value.clone()));
+            }
+        }
+        self.last = Some(entry);
+        true
+    }
+}
+
+/// The one thread that adds versions to a memtable (see the module documentation). Not
+/// `Clone`: `Memtable::create` makes the only one.
+pub struct MemtableWriter {
+    table: Arc<Memtable>,
+}
+
+impl MemtableWriter {
+    /// Inserts a version. Returns true when the key has an older version, so the caller can
+    /// queue the key for garbage collection. Versions of a key arrive in increasing timestamp
+    /// order (equal when a batch writes the same key twice: the later write wins).
+    pub fn insert(&mut self, key: &[u8], ts: Ts, value: Slot) -> bool {
+        debug_assert!(ts >= Ts::FIRST);
+        let t = &self.table;
+        let mut bytes = value.as_ref().map_or(0, |v| v.len()) + VERSION_OVERHEAD_BYTES;
+        let mut value = Some(value);
+        let make = || {
+            let value = value.take().flatten();
+            Box::new(KeyEntry { key: KeyBytes::new(key), versions: Chain::new(ts, value) })
+        };
+        // Safety: `MemtableWriter` is the only writer of this memtable's index (`create` makes
+        // one and it is not `Clone`), and `&mut self` keeps its calls one at a time.
+        #[allow(unsafe_code)]
+        let (entry, fresh) = unsafe { t.index.insert(key, make) };
+        if fresh {
+            bytes += KEY_OVERHEAD_BYTES + entry.key.heap_bytes();
+        } else if let Some(value) = value {
+            entry.versions.push(ts, value, &epoch::pin());
+        }
+        t.approx_bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
+        t.versions.fetch_add(1, AtomicOrdering::Relaxed);
+        !fresh
+    }
+}
+
+/// The one thread that collects a memtable's old versions. Not `Clone`: `Memtable::create`
+/// makes the only one.
+pub struct GarbageCollector {
+    table: Arc<Memtable>,
+}
+
+impl GarbageCollector {
+    /// Removes the versions of `key` that no snapshot at or above `watermark` can see
+    /// (everything older than the newest version `<= watermark`). Returns bytes freed.
+    pub fn collect_garbage(&mut self, key: &[u8], watermark: Ts) -> usize {
+        let t = &self.table;
+        let Some(entry) = t.index.get(key) else { return 0 };
+        let guard = &epoch::pin();
+        // Safety: `GarbageCollector` is this memtable's only collector (`create` makes one and
+        // it is not `Clone`), and `&mut self` keeps its calls one at a time.
+        #[allow(unsafe_code)]
+        let (versions, value_bytes) = unsafe { entry.versions.collect(watermark, guard) };
+        let freed = value_bytes + versions * VERSION_OVERHEAD_BYTES;
+        let _ =
+            t.approx_bytes.fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |b| {
+                Some(b.saturating_sub(freed))
+            });
+        t.versions.fetch_sub(versions, AtomicOrdering::Relaxed);
+        freed
+    }
+}
+
+fn below_upper(key: &[u8], upper: Bound<&[u8]>) -> bool {
+    match upper {
+        Bound::Included(u) => key <= u,
+        Bound::Excluded(u) => key < u,
+        Bound::Unbounded => true,
+    }
+}
+
+fn above_lower(key: &[u8], lower: Bound<&[u8]>) -> bool {
+    match lower {
+        Bound::Included(l) => key >= l,
+        Bound::Excluded(l) => key > l,
+        Bound::Unbounded => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> (Arc<Memtable>, MemtableWriter) {
+        let (m, w, _) = Memtable::create();
+        (m, w)
+    }
+
+    fn put(w: &mut MemtableWriter, k: &[u8], ts: u64, v: &[u8]) -> bool {
+        w.insert(k, Ts::new(ts), Some(v.into()))
+    }
+
+    fn t(n: u64) -> Ts {
+        Ts::new(n)
+    }
+
+    #[test]
+    fn versions_and_snapshots() {
+        let (m, mut w) = table();
+        assert!(!put(&mut w, b"a", 1, b"a1"));
+        assert!(put(&mut w, b"a", 3, b"a3"));
+        w.insert(b"a", t(5), None);
+        assert_eq!(m.get(b"a", t(2)), Lookup::Found(b"a1".to_vec()));
+        assert_eq!(m.get(b"a", t(4)), Lookup::Found(b"a3".to_vec()));
+        assert_eq!(m.get(b"a", t(9)), Lookup::Deleted);
+        assert_eq!(m.get(b"b", t(9)), Lookup::Missing { newest_invisible: None });
+        assert_eq!(m.get(b"a", t(0)), Lookup::Missing { newest_invisible: Some(t(5)) });
+        assert_eq!(m.version_count(), 3);
+    }
+
+    #[test]
+    fn prefix_keys_sort_before_longer_keys() {
+        let (m, mut w) = table();
+        put(&mut w, b"a\0", 1, b"x");
+        put(&mut w, b"a", 2, b"y");
+        let c = m.chunk(Bound::Unbounded, Bound::Unbounded, t(9), Direction::Forward, 10);
+        let keys: Vec<_> = c.entries.iter().map(|(k, _)| k.as_slice().to_vec()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"a\0".to_vec()]);
+    }
+
+    #[test]
+    fn gc_keeps_what_the_watermark_sees() {
+        let (m, mut w, mut gc) = Memtable::create();
+        put(&mut w, b"k", 1, b"1");
+        put(&mut w, b"k", 2, b"2");
+        put(&mut w, b"k", 3, b"3");
+        assert!(gc.collect_garbage(b"k", t(2)) > 0);
+        assert_eq!(m.version_count(), 2);
+        assert_eq!(m.get(b"k", t(2)), Lookup::Found(b"2".to_vec()));
+        assert_eq!(m.get(b"k", t(9)), Lookup::Found(b"3".to_vec()));
+        assert_eq!(gc.collect_garbage(b"absent", t(9)), 0);
+    }
+
+    #[test]
+    fn chunks_resume_both_directions() {
+        let (m, mut w) = table();
+        for i in 0..10u8 {
+            put(&mut w, &[i], u64::from(i) + 1, &[i]);
+        }
+        w.insert(&[4], t(20), None);
+        let fwd = m.chunk(
+            Bound::Included(&[2][..]),
+            Bound::Excluded(&[8][..]),
+            t(100),
+            Direction::Forward,
+            3,
+        );
+        assert_eq!(
+            fwd.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(),
+            vec![2, 3, 5]
+        );
+        let next = fwd.resume_after.unwrap();
+        let fwd2 = m.chunk(
+            Bound::Excluded(&next),
+            Bound::Excluded(&[8][..]),
+            t(100),
+            Direction::Forward,
+            3,
+        );
+        assert_eq!(fwd2.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(), vec![6, 7]);
+        assert!(fwd2.resume_after.is_none());
+        let rev = m.chunk(
+            Bound::Included(&[2][..]),
+            Bound::Excluded(&[8][..]),
+            t(100),
+            Direction::Reverse,
+            3,
+        );
+        assert_eq!(
+            rev.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(),
+            vec![7, 6, 5]
+        );
+        let next = rev.resume_after.unwrap();
+        let rev2 = m.chunk(
+            Bound::Included(&[2][..]),
+            Bound::Excluded(&next),
+            t(100),
+            Direction::Reverse,
+            3,
+        );
+        assert_eq!(rev2.entries.iter().map(|e| e.0.as_slice()[0]).collect::<Vec<_>>(), vec![3, 2]);
+        // At an old snapshot the tombstone is invisible and key 4 is back.
+        let old = m.chunk(Bound::Unbounded, Bound::Unbounded, t(10), Direction::Forward, 100);
+        assert_eq!(old.entries.len(), 10);
+    }
+
+    #[test]
+    fn chunks_cross_many_leaves_both_ways() {
+        let (m, mut w) = table();
+        let n = 5 * LEAF_KEYS as u32;
+        for i in 0..n {
+            put(&mut w, &(i * 2).to_be_bytes(), u64::from(i) + 1, b"v");
+        }
+        let all = |dir| {
+            let mut keys = Vec::new();
+            let mut bound: Option<Vec<u8>> = None;
+            loop {
+                let b = bound.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                let (lo, hi) = match dir {
+                    Direction::Forward => (b, Bound::Unbounded),
+                    Direction::Reverse => (Bound::Unbounded, b),
+                };
+                let c = m.chunk(lo, hi, Ts::MAX, dir, 7);
+                keys.extend(c.entries.iter().map(|(k, _)| k.as_slice().to_vec()));
+                match c.resume_after {
+                    Some(r) => bound = Some(r),
+                    None => return keys,
+                }
+            }
+        };
+        let fwd = all(Direction::Forward);
+        let mut rev = all(Direction::Reverse);
+        assert_eq!(fwd.len(), n as usize);
+        assert!(fwd.windows(2).all(|p| p[0] < p[1]));
+        rev.reverse();
+        assert_eq!(fwd, rev);
+        // A bound between keys, in the middle of the index.
+        let mid = (n + 1).to_be_bytes();
+        let c =
+            m.chunk(Bound::Included(&mid[..]), Bound::Unbounded, Ts::MAX, Direction::Forward, 2);
+        assert_eq!(c.entries[0].0.as_slice(), &(n + 2).to_be_bytes());
+        let c =
+            m.chunk(Bound::Unbounded, Bound::Included(&mid[..]), Ts::MAX, Direction::Reverse, 2);
+        assert_eq!(c.entries[0].0.as_slice(), &n.to_be_bytes(), "n is even, so a key");
+    }
+}
