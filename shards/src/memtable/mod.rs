@@ -21,6 +21,7 @@
 //! replaced).
 
 mod chain;
+mod hash;
 mod tree;
 
 use std::ops::Bound;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use crossbeam_epoch as epoch;
 
 use self::chain::{Chain, Visible};
+use self::hash::HashIndex;
 use self::tree::{Keyed, LeafCopy, Seek, Tree};
 use crate::version::Ts;
 
@@ -158,6 +160,9 @@ type Leaf<'t> = LeafCopy<'t, KeyEntry, LEAF_KEYS>;
 
 /// The memtable of one shard (see the module documentation).
 pub struct Memtable {
+    /// Key → entry, for point reads and overwrites. Declared before `index`, which owns the
+    /// entries: dropped first.
+    points: HashIndex<KeyEntry>,
     index: Index,
     approx_bytes: AtomicUsize,
     versions: AtomicUsize,
@@ -166,6 +171,7 @@ pub struct Memtable {
 impl Default for Memtable {
     fn default() -> Self {
         Memtable {
+            points: HashIndex::new(),
             index: Index::new(),
             approx_bytes: AtomicUsize::new(0),
             versions: AtomicUsize::new(0),
@@ -194,10 +200,10 @@ impl Memtable {
 
     /// The newest version of `key` with timestamp `<= snapshot`.
     pub fn get(&self, key: &[u8], snapshot: Ts) -> Lookup {
-        let Some(entry) = self.index.get(key) else {
+        let guard = &epoch::pin();
+        let Some(entry) = self.points.get(key, guard) else {
             return Lookup::Missing { newest_invisible: None };
         };
-        let guard = &epoch::pin();
         match entry.versions.visible(snapshot, guard) {
             Visible::At(v) => match v.value() {
                 Some(value) => Lookup::Found(value.to_vec()),
@@ -308,23 +314,31 @@ impl MemtableWriter {
         debug_assert!(ts >= Ts::FIRST);
         let t = &self.table;
         let mut bytes = value.as_ref().map_or(0, |v| v.len()) + VERSION_OVERHEAD_BYTES;
-        let mut value = Some(value);
-        let make = || {
-            let value = value.take().flatten();
-            Box::new(KeyEntry { key: KeyBytes::new(key), versions: Chain::new(ts, value) })
+        let guard = &epoch::pin();
+        let older = match t.points.get(key, guard) {
+            Some(entry) => {
+                entry.versions.push(ts, value, guard);
+                true
+            }
+            None => {
+                let entry = KeyEntry { key: KeyBytes::new(key), versions: Chain::new(ts, value) };
+                bytes += KEY_OVERHEAD_BYTES + entry.key.heap_bytes();
+                // Safety: `MemtableWriter` is the only writer of this memtable's tree and hash
+                // index (`create` makes one and it is not `Clone`), and `&mut self` keeps its
+                // calls one at a time. The tree owns the entry until the memtable drops, after
+                // the hash index (field order).
+                #[allow(unsafe_code)]
+                unsafe {
+                    let (entry, fresh) = t.index.insert(key, || Box::new(entry));
+                    debug_assert!(fresh, "a key missing from the hash index is new");
+                    t.points.insert(entry);
+                }
+                false
+            }
         };
-        // Safety: `MemtableWriter` is the only writer of this memtable's index (`create` makes
-        // one and it is not `Clone`), and `&mut self` keeps its calls one at a time.
-        #[allow(unsafe_code)]
-        let (entry, fresh) = unsafe { t.index.insert(key, make) };
-        if fresh {
-            bytes += KEY_OVERHEAD_BYTES + entry.key.heap_bytes();
-        } else if let Some(value) = value {
-            entry.versions.push(ts, value, &epoch::pin());
-        }
         t.approx_bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
         t.versions.fetch_add(1, AtomicOrdering::Relaxed);
-        !fresh
+        older
     }
 }
 
@@ -339,8 +353,8 @@ impl GarbageCollector {
     /// (everything older than the newest version `<= watermark`). Returns bytes freed.
     pub fn collect_garbage(&mut self, key: &[u8], watermark: Ts) -> usize {
         let t = &self.table;
-        let Some(entry) = t.index.get(key) else { return 0 };
         let guard = &epoch::pin();
+        let Some(entry) = t.points.get(key, guard) else { return 0 };
         // Safety: `GarbageCollector` is this memtable's only collector (`create` makes one and
         // it is not `Clone`), and `&mut self` keeps its calls one at a time.
         #[allow(unsafe_code)]
