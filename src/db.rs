@@ -10,7 +10,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 
 use lightning_shards::{
-    Error, Limits, Result, ShardHandle, ShardStats, StartReport, StartingShard, Ticket,
+    Error, Limits, OpRef, Result, ShardHandle, ShardStats, StartReport, StartingShard, Ticket,
     WalSyncMode, WriteOp,
 };
 
@@ -163,17 +163,17 @@ impl Database {
         let (key, value) = (key.as_ref(), value.as_ref());
         self.check_key(key)?;
         self.check_value(value)?;
-        self.write_one(WriteOp::Put { key: key.to_vec(), value: value.into() })
+        self.write_one(OpRef::Put { key, value })
     }
 
     /// Removes `key` (a no-op if absent). Returns once acknowledged.
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
         self.check_key(key)?;
-        self.write_one(WriteOp::Delete { key: key.to_vec() })
+        self.write_one(OpRef::Delete { key })
     }
 
-    fn write_one(&self, op: WriteOp) -> Result<()> {
+    fn write_one(&self, op: OpRef<'_>) -> Result<()> {
         self.shards[self.router.shard_for(op.key())].write(op)
     }
 
@@ -210,7 +210,7 @@ impl Database {
     /// one shard is atomic. Across shards the parts are not yet atomic together (cross-shard
     /// atomicity arrives with transactions). Returns once every part is acknowledged.
     pub fn write_batch(&self, batch: &WriteBatch) -> Result<()> {
-        let mut parts: Vec<Vec<WriteOp>> = vec![Vec::new(); self.shards.len()];
+        let mut parts: Vec<Vec<&WriteOp>> = vec![Vec::new(); self.shards.len()];
         let mut bytes = vec![0usize; self.shards.len()];
         for op in batch.ops() {
             self.check_key(op.key())?;
@@ -219,7 +219,7 @@ impl Database {
             }
             let shard = self.router.shard_for(op.key());
             bytes[shard] += op.encoded_bytes();
-            parts[shard].push(op.clone());
+            parts[shard].push(op);
         }
         if let Some(&over) = bytes.iter().find(|&&b| b > self.limits.max_batch_bytes) {
             return Err(Error::LimitExceeded {
@@ -231,7 +231,7 @@ impl Database {
         self.send_parts(parts)
     }
 
-    fn send_parts(&self, parts: Vec<Vec<WriteOp>>) -> Result<()> {
+    fn send_parts(&self, parts: Vec<Vec<&WriteOp>>) -> Result<()> {
         let touched = parts.iter().filter(|p| !p.is_empty()).count();
         if touched == 0 {
             return Ok(());
@@ -244,7 +244,7 @@ impl Database {
         let mut ticket = Ticket::new(touched as u32);
         for (shard, ops) in self.shards.iter().zip(parts) {
             if !ops.is_empty() {
-                shard.submit_batch(ops, &mut ticket);
+                shard.submit_batch(&ops, &mut ticket);
             }
         }
         ticket.wait()

@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::ops::Bound;
-use std::sync::Arc;
 
 use lightning_shards::{Direction, KeyBytes, Result, ShardHandle, ShardSnapshot};
 
@@ -18,8 +17,8 @@ const CHUNK_MIN: usize = 32;
 /// Largest chunk per shard stream.
 pub const CHUNK_MAX: usize = 1024;
 
-/// A buffered entry: the key copied inline when short, the value shared with the memtable.
-type Entry = (KeyBytes, Arc<[u8]>);
+/// A buffered entry: the key copied inline when short, the value copied out of the memtable.
+type Entry = (KeyBytes, Vec<u8>);
 
 /// Where a stream's next chunk starts in one direction.
 #[derive(Clone, Debug)]
@@ -174,13 +173,13 @@ impl Iterator for DbIterator {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.take(Direction::Forward).map(|(k, v)| Ok((k.as_slice().to_vec(), v.to_vec())))
+        self.take(Direction::Forward).map(|(k, v)| Ok((k.as_slice().to_vec(), v)))
     }
 }
 
 impl DoubleEndedIterator for DbIterator {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.take(Direction::Reverse).map(|(k, v)| Ok((k.as_slice().to_vec(), v.to_vec())))
+        self.take(Direction::Reverse).map(|(k, v)| Ok((k.as_slice().to_vec(), v)))
     }
 }
 

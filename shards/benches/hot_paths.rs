@@ -27,7 +27,7 @@ fn filled() -> Arc<Memtable> {
     let (m, mut w, _) = Memtable::create();
     let v: Arc<[u8]> = vec![7u8; 100].into();
     for i in 0..KEYS {
-        w.insert(&key(i), Ts::new(i + 1), Some(v.clone()));
+        w.insert(&key(i), Ts::new(i + 1), Some(&v));
     }
     m
 }
@@ -39,7 +39,7 @@ fn memtable_insert_sequential(b: Bencher) {
     let mut i = 0u64;
     b.bench_local(|| {
         i += 1;
-        w.insert(&key(i), Ts::new(i), Some(v.clone()))
+        w.insert(&key(i), Ts::new(i), Some(&v))
     });
 }
 
@@ -50,7 +50,7 @@ fn memtable_insert_random(b: Bencher) {
     let mut i = 0u64;
     b.bench_local(|| {
         i += 1;
-        w.insert(&key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20), Ts::new(i), Some(v.clone()))
+        w.insert(&key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20), Ts::new(i), Some(&v))
     });
 }
 

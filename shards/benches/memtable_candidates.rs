@@ -86,7 +86,7 @@ impl Candidate for Shipped {
         "btree+chains"
     }
     fn insert(&mut self, key: &[u8], ts: u64, value: Arc<[u8]>) {
-        self.1.insert(key, Ts::new(ts), Some(value));
+        self.1.insert(key, Ts::new(ts), Some(&value));
     }
     fn get(&self, key: &[u8]) -> bool {
         matches!(self.0.get(key, Ts::MAX), Lookup::Found(_))

@@ -33,11 +33,12 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::ingress::{Completion, Request, Responder};
+use crate::memtable::EntryRef;
 use crate::memtable::MemtableWriter;
 use crate::stats::{OpKind, ShardStats};
 use crate::version::Ts;
 use crate::view::ShardView;
-use crate::wal::record::WriteOp;
+use crate::wal::record::{AsOp, OpRef, Ops, WriteOp};
 use crate::wal::MappedLog;
 
 /// Times a caller tries the commit lock, spinning, before it queues its request.
@@ -58,46 +59,48 @@ const HOLD_ROUNDS: usize = 4;
 /// key's next overwrite).
 pub const GC_QUEUE_MAX: usize = 1 << 20;
 
-/// The operations of one WAL record: one write, or a batch.
+/// The operations of one WAL record, owned: what waits in the combining queue or travels to
+/// the shard thread.
 #[derive(Debug)]
-pub enum Ops {
+pub enum OwnedOps {
     /// One put or delete (no allocation for the list).
     One(WriteOp),
     /// A one-shard batch, applied atomically.
     Many(Vec<WriteOp>),
 }
 
-impl Ops {
-    /// The operations, in order.
-    pub fn as_slice(&self) -> &[WriteOp] {
+impl OwnedOps {
+    /// The operations, borrowed.
+    pub fn as_ops(&self) -> Ops<'_> {
         match self {
-            Ops::One(op) => std::slice::from_ref(op),
-            Ops::Many(ops) => ops,
+            OwnedOps::One(op) => Ops::One(op.op()),
+            OwnedOps::Many(ops) => Ops::Many(ops),
         }
     }
 
-    /// The kind of request, for the statistics.
-    pub fn kind(&self) -> OpKind {
-        match self {
-            Ops::One(op) if op.value().is_some() => OpKind::Put,
-            Ops::One(_) => OpKind::Delete,
-            Ops::Many(_) => OpKind::Batch,
+    /// Owned copies of `ops`.
+    pub fn copy(ops: Ops<'_>) -> OwnedOps {
+        match ops {
+            Ops::One(op) => OwnedOps::One(op.to_owned()),
+            ops => OwnedOps::Many(ops.to_vec()),
         }
     }
 
     /// The message that asks the shard thread to apply these operations.
     pub fn into_request(self, done: Responder) -> Request {
         match self {
-            Ops::One(op) => Request::Write { op, done },
-            Ops::Many(ops) => Request::Batch { ops, done },
+            OwnedOps::One(op) => Request::Write { op, done },
+            OwnedOps::Many(ops) => Request::Batch { ops, done },
         }
     }
+}
 
-    fn for_each(self, mut f: impl FnMut(WriteOp)) {
-        match self {
-            Ops::One(op) => f(op),
-            Ops::Many(ops) => ops.into_iter().for_each(f),
-        }
+/// The kind of request `ops` make, for the statistics.
+pub fn kind_of(ops: Ops<'_>) -> OpKind {
+    match ops {
+        Ops::One(OpRef::Put { .. }) => OpKind::Put,
+        Ops::One(OpRef::Delete { .. }) => OpKind::Delete,
+        Ops::Many(_) | Ops::Refs(_) => OpKind::Batch,
     }
 }
 
@@ -107,8 +110,9 @@ impl Ops {
 pub enum Written {
     /// Applied (acknowledged under the mode's promise), or refused.
     Done(Result<()>),
-    /// The active segment has no room: send it to the shard thread, which rolls over.
-    Full(Ops),
+    /// The active segment has no room: nothing was placed; send the write to the shard
+    /// thread, which rolls over.
+    Full,
 }
 
 /// What the commit lock protects.
@@ -119,7 +123,7 @@ pub struct CommitState {
     next_ts: Ts,
     memtable: MemtableWriter,
     /// Keys given a newer version, for the shard's garbage collection.
-    gc: Vec<(Vec<u8>, Ts)>,
+    gc: Vec<(EntryRef, Ts)>,
     /// The shard is closing or has stopped: writes answer `Closed`.
     closed: bool,
     /// The writes applied under the lock: counts, errors and latencies (from the call to the
@@ -133,19 +137,19 @@ pub struct CommitState {
 
 impl CommitState {
     /// `place`, recorded in the statistics as a request that started at `started`.
-    fn apply(&mut self, view: &ShardView, ops: Ops, started: Instant) -> Written {
-        let kind = ops.kind();
+    fn apply(&mut self, view: &ShardView, ops: Ops<'_>, started: Instant) -> Written {
         let written = self.place(view, ops);
         if let Written::Done(result) = &written {
             let now = Instant::now();
-            self.stats.record_op(kind, now.saturating_duration_since(started), result.is_ok());
+            let took = now.saturating_duration_since(started);
+            self.stats.record_op(kind_of(ops), took, result.is_ok());
         }
         written
     }
 
     /// Places one record for `ops` and applies it to the memtable, visible at once (its
     /// promise holds when it is in the mapping).
-    fn place(&mut self, view: &ShardView, ops: Ops) -> Written {
+    fn place(&mut self, view: &ShardView, ops: Ops<'_>) -> Written {
         if self.closed {
             return Written::Done(Err(Error::Closed));
         }
@@ -153,20 +157,18 @@ impl CommitState {
             return Written::Done(Err(Error::Poisoned { shard: view.shard_id() }));
         }
         let ts = self.next_ts;
-        if self.log.append(ts, ops.as_slice()).is_none() {
-            return Written::Full(ops);
+        if self.log.append(ts, ops).is_none() {
+            return Written::Full;
         }
         self.next_ts = ts.next();
         #[cfg(any(test, feature = "simulation"))]
-        self.placed.push(ops.as_slice().first().map_or(0, |op| op.key().as_ptr() as usize));
+        self.placed.push(ops.first_key().map_or(0, |k| k.as_ptr() as usize));
         let (memtable, gc) = (&mut self.memtable, &mut self.gc);
-        ops.for_each(|op| {
-            let (key, value) = match op {
-                WriteOp::Put { key, value } => (key, Some(value)),
-                WriteOp::Delete { key } => (key, None),
-            };
-            if memtable.insert(&key, ts, value) && gc.len() < GC_QUEUE_MAX {
-                gc.push((key, ts));
+        ops.each(|op| {
+            if let Some(older) = memtable.insert(op.key(), ts, op.value()) {
+                if gc.len() < GC_QUEUE_MAX {
+                    gc.push((older, ts));
+                }
             }
         });
         // Before the acknowledgement: a caller reads its own write once told it is done.
@@ -181,7 +183,7 @@ impl CommitState {
 
     /// Shard-side: moves the keys queued for garbage collection into `into`, keeping it
     /// under `GC_QUEUE_MAX`.
-    pub fn take_gc(&mut self, into: &mut VecDeque<(Vec<u8>, Ts)>) {
+    pub fn take_gc(&mut self, into: &mut VecDeque<(EntryRef, Ts)>) {
         let room = GC_QUEUE_MAX.saturating_sub(into.len());
         into.extend(self.gc.drain(..).take(room));
         self.gc.clear();
@@ -190,7 +192,7 @@ impl CommitState {
 
 /// A request queued for the lock holder.
 struct Queued {
-    ops: Ops,
+    ops: OwnedOps,
     done: Responder,
     started: Instant,
 }
@@ -248,8 +250,9 @@ impl Commit {
     }
 
     /// Caller-side: applies one record's operations on the calling thread (or has the lock
-    /// holder apply them). `Full` asks the caller to send them to the shard thread.
-    pub fn write(&self, ops: Ops, forward: &dyn Fn(Request)) -> Written {
+    /// holder apply them). `Full`: nothing was placed; the caller sends them to the shard
+    /// thread.
+    pub fn write(&self, ops: Ops<'_>, forward: &dyn Fn(Request)) -> Written {
         let started = Instant::now();
         for _ in 0..COMMIT_SPIN_TRIES {
             if let Some(guard) = self.try_lock() {
@@ -260,10 +263,12 @@ impl Commit {
         if self.queue_tx.is_full() {
             return self.hold_own(self.lock(), ops, started, forward);
         }
+        // Contended: queue a copy for whoever holds the lock.
         let completion = Arc::new(Completion::new(1));
-        let queued = Queued { ops, done: Responder::new(completion.clone()), started };
-        if let Err(e) = self.queue_tx.try_send(queued) {
-            let Queued { ops, .. } = e.into_inner();
+        let queued =
+            Queued { ops: OwnedOps::copy(ops), done: Responder::new(completion.clone()), started };
+        if self.queue_tx.try_send(queued).is_err() {
+            // Filled meanwhile: the copy is dropped unapplied (no one waits on its answer).
             return self.hold_own(self.lock(), ops, started, forward);
         }
         // Either a holder sees the request after it lets go, or we see the lock free.
@@ -291,7 +296,7 @@ impl Commit {
     /// Queues a request for the next lock holder, as a caller that found the lock taken does
     /// (the simulation uses it to stage that race). `Err` gives it back when the queue is full.
     #[cfg(any(test, feature = "simulation"))]
-    pub fn enqueue(&self, ops: Ops, done: Responder) -> std::result::Result<(), Ops> {
+    pub fn enqueue(&self, ops: OwnedOps, done: Responder) -> std::result::Result<(), OwnedOps> {
         let queued = Queued { ops, done, started: Instant::now() };
         self.queue_tx.try_send(queued).map_err(|e| e.into_inner().ops)
     }
@@ -299,7 +304,7 @@ impl Commit {
     fn hold_own<'a>(
         &'a self,
         guard: MutexGuard<'a, CommitState>,
-        ops: Ops,
+        ops: Ops<'_>,
         started: Instant,
         forward: &dyn Fn(Request),
     ) -> Written {
@@ -318,7 +323,7 @@ impl Commit {
     fn hold<'a>(
         &'a self,
         mut guard: MutexGuard<'a, CommitState>,
-        own: Option<(Ops, Instant)>,
+        own: Option<(Ops<'_>, Instant)>,
         forward: &dyn Fn(Request),
     ) -> Option<Written> {
         let written = own.map(|(ops, started)| guard.apply(&self.view, ops, started));
@@ -345,12 +350,12 @@ impl Commit {
     }
 
     /// Applies up to `COMBINE_MAX` queued requests; `full` gets those that did not fit.
-    pub fn combine(&self, state: &mut CommitState, mut full: impl FnMut(Ops, Responder)) {
+    pub fn combine(&self, state: &mut CommitState, mut full: impl FnMut(OwnedOps, Responder)) {
         for _ in 0..COMBINE_MAX {
             let Ok(queued) = self.queue_rx.try_recv() else { break };
-            match state.apply(&self.view, queued.ops, queued.started) {
+            match state.apply(&self.view, queued.ops.as_ops(), queued.started) {
                 Written::Done(result) => queued.done.complete(result),
-                Written::Full(ops) => full(ops, queued.done),
+                Written::Full => full(queued.ops, queued.done),
             }
         }
     }
@@ -367,7 +372,7 @@ impl Commit {
 
     /// Shard-side: places `ops` under `state` as a caller would (the shard records the
     /// request in its own statistics).
-    pub fn apply(&self, state: &mut CommitState, ops: Ops) -> Written {
+    pub fn apply(&self, state: &mut CommitState, ops: Ops<'_>) -> Written {
         state.place(&self.view, ops)
     }
 

@@ -41,7 +41,7 @@ pub use shard::{ShardHandle, ShardSnapshot, StartReport, StartingShard, Ticket};
 pub use stats::{Distribution, OpKind, RecoveryStats, ShardStats, Stall, STALLS_KEPT};
 pub use version::{Lsn, Ts};
 pub use wal::reader::{Cut, RecoveryReport};
-pub use wal::record::WriteOp;
+pub use wal::record::{OpRef, WriteOp};
 
 /// Shards a database gets by default: one per CPU this process may run on.
 pub fn default_shard_count() -> usize {

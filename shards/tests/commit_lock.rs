@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use lightning_shards::{Limits, ShardConfig, ShardHandle, Ticket, WalSyncMode, WriteOp};
+use lightning_shards::{Limits, OpRef, ShardConfig, ShardHandle, Ticket, WalSyncMode, WriteOp};
 
 fn config(dir: &std::path::Path, mode: WalSyncMode) -> ShardConfig {
     ShardConfig {
@@ -47,16 +47,17 @@ fn racing_callers_lose_nothing_across_rollovers() {
                     let mut i = 0;
                     while i < WRITES {
                         if i % 10 == 9 {
-                            let ops = (i..i + 3)
+                            let ops: Vec<WriteOp> = (i..i + 3)
                                 .map(|j| WriteOp::Put { key: key(t, j), value: value(t, j).into() })
                                 .collect();
+                            let refs: Vec<&WriteOp> = ops.iter().collect();
                             let mut ticket = Ticket::new(1);
-                            shard.submit_batch(ops, &mut ticket);
+                            shard.submit_batch(&refs, &mut ticket);
                             ticket.wait().unwrap();
                             i += 3;
                         } else {
-                            let op = WriteOp::Put { key: key(t, i), value: value(t, i).into() };
-                            shard.write(op).unwrap();
+                            let (k, v) = (key(t, i), value(t, i));
+                            shard.write(OpRef::Put { key: &k, value: &v }).unwrap();
                             i += 1;
                         }
                         // Read your own write, on the caller's thread.

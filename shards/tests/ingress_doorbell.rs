@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use lightning_shards::{Limits, ShardConfig, ShardHandle, WalSyncMode, WriteOp};
+use lightning_shards::{Limits, OpRef, ShardConfig, ShardHandle, WalSyncMode};
 
 fn shard(dir: &std::path::Path) -> ShardHandle {
     shard_in(dir, WalSyncMode::Sync)
@@ -33,8 +33,7 @@ fn shard_in(dir: &std::path::Path, mode: WalSyncMode) -> ShardHandle {
 }
 
 fn put(s: &ShardHandle, i: u32) {
-    let op = WriteOp::Put { key: i.to_be_bytes().to_vec(), value: vec![1u8; 16].into() };
-    s.write(op).unwrap();
+    s.write(OpRef::Put { key: &i.to_be_bytes(), value: &[1u8; 16] }).unwrap();
 }
 
 #[test]

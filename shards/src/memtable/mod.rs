@@ -28,14 +28,13 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use crossbeam_epoch as epoch;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
 
-use self::chain::{Chain, Visible};
+use self::chain::{pin, Chain, Visible};
 use self::hash::HashIndex;
 use self::tree::{Keyed, LeafCopy, Seek, Tree};
 use crate::version::Ts;
-
-pub use self::chain::Slot;
 
 /// Keys a leaf of the index holds.
 pub const LEAF_KEYS: usize = 64;
@@ -44,6 +43,8 @@ pub const INNER_CHILDREN: usize = 64;
 
 /// Approximate bytes a version costs beyond its value (list node, allocator overhead).
 const VERSION_OVERHEAD_BYTES: usize = 48;
+/// Memtables made so far: each gets its own number, which its entry handles carry.
+static MEMTABLES: AtomicU64 = AtomicU64::new(0);
 /// Approximate bytes a key costs in the index beyond its heap bytes (entry, leaf slot share).
 const KEY_OVERHEAD_BYTES: usize = 96;
 
@@ -136,9 +137,8 @@ pub enum Direction {
 /// One chunk of a scan.
 #[derive(Debug, Default)]
 pub struct Chunk {
-    /// Visible `(key, value)` pairs, in scan order.
-    /// (Keys are copied inline when short; values are shared, not copied.)
-    pub entries: Vec<(KeyBytes, Arc<[u8]>)>,
+    /// Visible `(key, value)` pairs, in scan order (keys are copied inline when short).
+    pub entries: Vec<(KeyBytes, Vec<u8>)>,
     /// The last key examined; the next chunk starts strictly after it. `None`: range exhausted.
     pub resume_after: Option<Vec<u8>>,
 }
@@ -160,6 +160,8 @@ type Leaf<'t> = LeafCopy<'t, KeyEntry, LEAF_KEYS>;
 
 /// The memtable of one shard (see the module documentation).
 pub struct Memtable {
+    /// This memtable's number (entry handles name it).
+    id: u64,
     /// Key → entry, for point reads and overwrites. Declared before `index`, which owns the
     /// entries: dropped first.
     points: HashIndex<KeyEntry>,
@@ -171,6 +173,7 @@ pub struct Memtable {
 impl Default for Memtable {
     fn default() -> Self {
         Memtable {
+            id: MEMTABLES.fetch_add(1, AtomicOrdering::Relaxed),
             points: HashIndex::new(),
             index: Index::new(),
             approx_bytes: AtomicUsize::new(0),
@@ -200,7 +203,7 @@ impl Memtable {
 
     /// The newest version of `key` with timestamp `<= snapshot`.
     pub fn get(&self, key: &[u8], snapshot: Ts) -> Lookup {
-        let guard = &epoch::pin();
+        let guard = &pin();
         let Some(entry) = self.points.get(key, guard) else {
             return Lookup::Missing { newest_invisible: None };
         };
@@ -224,7 +227,7 @@ impl Memtable {
         limit: usize,
     ) -> Chunk {
         let mut scan = ChunkBuilder { out: Chunk::default(), limit: limit.max(1), last: None };
-        let guard = &epoch::pin();
+        let guard = &pin();
         let mut leaf = Leaf::new();
         match direction {
             Direction::Forward => {
@@ -285,14 +288,14 @@ struct ChunkBuilder<'t> {
 impl<'t> ChunkBuilder<'t> {
     /// Examines `entry`: adds its visible value, if any. False when the chunk is full (then
     /// `resume_after` is the key examined before it).
-    fn offer(&mut self, entry: &'t KeyEntry, snapshot: Ts, guard: &epoch::Guard) -> bool {
+    fn offer(&mut self, entry: &'t KeyEntry, snapshot: Ts, guard: &crossbeam_epoch::Guard) -> bool {
         if let Visible::At(v) = entry.versions.visible(snapshot, guard) {
             if let Some(value) = v.value() {
                 if self.out.entries.len() == self.limit {
                     self.out.resume_after = self.last.map(|e| e.key().to_vec());
                     return false;
                 }
-                self.out.entries.push((entry.key.clone(), value.clone()));
+                self.out.entries.push((entry.key.clone(), value.to_vec()));
             }
         }
         self.last = Some(entry);
@@ -307,18 +310,18 @@ pub struct MemtableWriter {
 }
 
 impl MemtableWriter {
-    /// Inserts a version. Returns true when the key has an older version, so the caller can
-    /// queue the key for garbage collection. Versions of a key arrive in increasing timestamp
-    /// order (equal when a batch writes the same key twice: the later write wins).
-    pub fn insert(&mut self, key: &[u8], ts: Ts, value: Slot) -> bool {
+    /// Inserts a version (`value` `None`: a tombstone), copying the key and the value. Returns
+    /// the key's handle when the key has older versions, so the caller can queue it for garbage
+    /// collection. Versions of a key arrive in increasing timestamp order (equal when a batch
+    /// writes the same key twice: the later write wins).
+    pub fn insert(&mut self, key: &[u8], ts: Ts, value: Option<&[u8]>) -> Option<EntryRef> {
         debug_assert!(ts >= Ts::FIRST);
         let t = &self.table;
-        let mut bytes = value.as_ref().map_or(0, |v| v.len()) + VERSION_OVERHEAD_BYTES;
-        let guard = &epoch::pin();
-        let older = match t.points.get(key, guard) {
+        let mut bytes = value.map_or(0, <[u8]>::len) + VERSION_OVERHEAD_BYTES;
+        let older = match t.points.get(key, &pin()) {
             Some(entry) => {
-                entry.versions.push(ts, value, guard);
-                true
+                entry.versions.push(ts, value);
+                Some(EntryRef { table: t.id, entry: NonNull::from(entry) })
             }
             None => {
                 let entry = KeyEntry { key: KeyBytes::new(key), versions: Chain::new(ts, value) };
@@ -333,7 +336,7 @@ impl MemtableWriter {
                     debug_assert!(fresh, "a key missing from the hash index is new");
                     t.points.insert(entry);
                 }
-                false
+                None
             }
         };
         t.approx_bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
@@ -341,6 +344,20 @@ impl MemtableWriter {
         older
     }
 }
+
+/// A key of one memtable, for its garbage collector: cheaper to queue than a copy of the key.
+/// Only that memtable's collector can use it (it checks).
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef {
+    table: u64,
+    entry: NonNull<KeyEntry>,
+}
+
+// Safety: a handle is a number and an address; it is only dereferenced by the collector of the
+// memtable that made it (`GarbageCollector::collect_garbage` checks `table`), which holds that
+// memtable, so the entry is alive, and entries are `Sync`.
+#[allow(unsafe_code)]
+unsafe impl Send for EntryRef {}
 
 /// The one thread that collects a memtable's old versions. Not `Clone`: `Memtable::create`
 /// makes the only one.
@@ -350,11 +367,18 @@ pub struct GarbageCollector {
 
 impl GarbageCollector {
     /// Removes the versions of `key` that no snapshot at or above `watermark` can see
-    /// (everything older than the newest version `<= watermark`). Returns bytes freed.
-    pub fn collect_garbage(&mut self, key: &[u8], watermark: Ts) -> usize {
+    /// (everything older than the newest version `<= watermark`). Returns bytes freed; 0 for a
+    /// handle of another memtable.
+    pub fn collect_garbage(&mut self, key: EntryRef, watermark: Ts) -> usize {
         let t = &self.table;
-        let guard = &epoch::pin();
-        let Some(entry) = t.points.get(key, guard) else { return 0 };
+        if key.table != t.id {
+            return 0;
+        }
+        // Safety: the handle was made by this memtable (checked above), whose entries live
+        // until it drops, and `self` holds it.
+        #[allow(unsafe_code)]
+        let entry = unsafe { key.entry.as_ref() };
+        let guard = &pin();
         // Safety: `GarbageCollector` is this memtable's only collector (`create` makes one and
         // it is not `Clone`), and `&mut self` keeps its calls one at a time.
         #[allow(unsafe_code)]
@@ -394,8 +418,8 @@ mod tests {
         (m, w)
     }
 
-    fn put(w: &mut MemtableWriter, k: &[u8], ts: u64, v: &[u8]) -> bool {
-        w.insert(k, Ts::new(ts), Some(v.into()))
+    fn put(w: &mut MemtableWriter, k: &[u8], ts: u64, v: &[u8]) -> Option<EntryRef> {
+        w.insert(k, Ts::new(ts), Some(v))
     }
 
     fn t(n: u64) -> Ts {
@@ -405,8 +429,8 @@ mod tests {
     #[test]
     fn versions_and_snapshots() {
         let (m, mut w) = table();
-        assert!(!put(&mut w, b"a", 1, b"a1"));
-        assert!(put(&mut w, b"a", 3, b"a3"));
+        assert!(put(&mut w, b"a", 1, b"a1").is_none());
+        assert!(put(&mut w, b"a", 3, b"a3").is_some());
         w.insert(b"a", t(5), None);
         assert_eq!(m.get(b"a", t(2)), Lookup::Found(b"a1".to_vec()));
         assert_eq!(m.get(b"a", t(4)), Lookup::Found(b"a3".to_vec()));
@@ -431,12 +455,16 @@ mod tests {
         let (m, mut w, mut gc) = Memtable::create();
         put(&mut w, b"k", 1, b"1");
         put(&mut w, b"k", 2, b"2");
-        put(&mut w, b"k", 3, b"3");
-        assert!(gc.collect_garbage(b"k", t(2)) > 0);
+        let k = put(&mut w, b"k", 3, b"3").unwrap();
+        assert!(gc.collect_garbage(k, t(2)) > 0);
         assert_eq!(m.version_count(), 2);
         assert_eq!(m.get(b"k", t(2)), Lookup::Found(b"2".to_vec()));
         assert_eq!(m.get(b"k", t(9)), Lookup::Found(b"3".to_vec()));
-        assert_eq!(gc.collect_garbage(b"absent", t(9)), 0);
+        // A handle from another memtable is refused, not followed.
+        let (_other, mut w2, _) = Memtable::create();
+        w2.insert(b"k", t(1), Some(b"x"));
+        let foreign = w2.insert(b"k", t(2), Some(b"y")).unwrap();
+        assert_eq!(gc.collect_garbage(foreign, t(9)), 0);
     }
 
     #[test]

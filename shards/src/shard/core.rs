@@ -18,17 +18,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::acks::{Ack, PendingAcks, Released};
-use crate::commit::{Commit, Ops, Written};
+use crate::commit::{kind_of, Commit, OwnedOps, Written};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
-use crate::ingress::{Inbox, Request, Responder, WriteOp};
+use crate::ingress::{Inbox, Request, Responder};
 use crate::io::{IoDone, Storage};
-use crate::memtable::{GarbageCollector, Memtable, MemtableWriter};
+use crate::memtable::{EntryRef, GarbageCollector, Memtable, MemtableWriter};
 use crate::runtime::event_loop::{Reactor, Turn};
 use crate::stats::{OpKind, ShardStats, Stall};
 use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
 use crate::wal::reader::RecoveryReport;
+use crate::wal::record::Ops;
 use crate::wal::{DirectWal, MappedWal, Urgency, WalError, WalProgress, WalWriter};
 
 use crate::commit::GC_QUEUE_MAX;
@@ -69,7 +70,7 @@ pub struct Shard<S: Storage> {
     released: Released,
     /// Completions recorded while reaping, handled in the next turn.
     completions: Vec<IoDone>,
-    gc_queue: VecDeque<(Vec<u8>, Ts)>,
+    gc_queue: VecDeque<(EntryRef, Ts)>,
     shutdown: Option<Responder>,
     /// A clean close could not write its durable claim (no room for a segment): stop anyway.
     claim_failed: bool,
@@ -116,10 +117,11 @@ impl<S: Storage> Shard<S> {
         match req {
             Request::Write { op, done } => {
                 let kind = if op.value().is_some() { OpKind::Put } else { OpKind::Delete };
-                self.write(io, Ops::One(op), Ack { done, kind, started: now });
+                self.write(io, OwnedOps::One(op), Ack { done, kind, started: now });
             }
             Request::Batch { ops, done } => {
-                self.write(io, Ops::Many(ops), Ack { done, kind: OpKind::Batch, started: now });
+                let ack = Ack { done, kind: OpKind::Batch, started: now };
+                self.write(io, OwnedOps::Many(ops), ack);
             }
             Request::Sync { done } => self.sync(Ack { done, kind: OpKind::Sync, started: now }),
             Request::Stats { reply } => {
@@ -152,7 +154,7 @@ impl<S: Storage> Shard<S> {
 
     /// Places one WAL record for `ops` and applies them to the memtable (in `Sync`, invisible
     /// until the record is durable).
-    fn write(&mut self, io: &mut S, ops: Ops, ack: Ack) {
+    fn write(&mut self, io: &mut S, ops: OwnedOps, ack: Ack) {
         let now = ack.started;
         if self.poisoned.is_some() {
             return self.ack(ack, Err(Error::Poisoned { shard: self.config.shard_id }), now);
@@ -160,16 +162,15 @@ impl<S: Storage> Shard<S> {
         let placed = match &mut self.log {
             ShardLog::Mapped { wal, commit } => {
                 let mut state = commit.lock();
-                let mut written = commit.apply(&mut state, ops);
+                let mut written = commit.apply(&mut state, ops.as_ops());
                 let mut failed = None;
-                if let Written::Full(ops) = written {
+                if let Written::Full = written {
                     // The shard's part of a caller's write: roll over, then apply.
                     written = match wal.roll_over(io, &mut state.log) {
-                        Ok(()) => match commit.apply(&mut state, ops) {
-                            Written::Full(ops) => Written::Done(Err(Error::LimitExceeded {
+                        Ok(()) => match commit.apply(&mut state, ops.as_ops()) {
+                            Written::Full => Written::Done(Err(Error::LimitExceeded {
                                 what: "WAL record bytes",
-                                actual: crate::wal::record::write_record_bytes(ops.as_slice())
-                                    as u64,
+                                actual: ops.as_ops().record_bytes() as u64,
                                 max: wal.segment_bytes(),
                             })),
                             done => done,
@@ -184,7 +185,7 @@ impl<S: Storage> Shard<S> {
                 }
                 commit.note_gc(&state);
                 drop(state);
-                let Written::Done(result) = written else { return };
+                let Written::Done(result) = written else { return }; // not after a roll-over
                 self.ack(ack, result, now);
                 if let Some(e) = failed {
                     self.poison(e, now);
@@ -193,10 +194,14 @@ impl<S: Storage> Shard<S> {
             }
             ShardLog::Direct { wal, next_ts, memtable } => {
                 let ts = *next_ts;
-                match wal.append(io, ts, ops.as_slice()) {
+                let owned = match &ops {
+                    OwnedOps::One(op) => std::slice::from_ref(op),
+                    OwnedOps::Many(ops) => ops.as_slice(),
+                };
+                match wal.append(io, ts, owned) {
                     Ok(lsn) => {
                         *next_ts = ts.next();
-                        apply(memtable, &mut self.gc_queue, ts, ops);
+                        apply(memtable, &mut self.gc_queue, ts, ops.as_ops());
                         Ok((lsn, ts))
                     }
                     Err(e) => Err(e),
@@ -329,7 +334,7 @@ impl<S: Storage> Shard<S> {
             }
         };
         for (ops, done) in full {
-            let kind = ops.kind();
+            let kind = kind_of(ops.as_ops());
             self.write(io, ops, Ack { done, kind, started: now });
         }
         match submitted {
@@ -361,7 +366,7 @@ impl<S: Storage> Shard<S> {
                 _ => break,
             }
             if let Some((key, _)) = self.gc_queue.pop_front() {
-                self.collector.collect_garbage(&key, watermark);
+                self.collector.collect_garbage(key, watermark);
             }
         }
         true
@@ -472,24 +477,17 @@ impl<S: Storage> Shard<S> {
     }
 }
 
-/// `Sync`: moves the values into the memtable (no copy, no reference-count traffic), invisible
-/// until the shard publishes `ts`.
-fn apply(memtable: &mut MemtableWriter, gc: &mut VecDeque<(Vec<u8>, Ts)>, ts: Ts, ops: Ops) {
-    let ops = match ops {
-        Ops::One(op) => vec![op],
-        Ops::Many(ops) => ops,
-    };
-    for op in ops {
-        let (key, value) = match op {
-            WriteOp::Put { key, value } => (key, Some(value)),
-            WriteOp::Delete { key } => (key, None),
-        };
+/// `Sync`: copies the writes into the memtable, invisible until the shard publishes `ts`.
+fn apply(memtable: &mut MemtableWriter, gc: &mut VecDeque<(EntryRef, Ts)>, ts: Ts, ops: Ops<'_>) {
+    ops.each(|op| {
         // An overwritten key's older versions are collected later; the queue is bounded (past
         // it, old versions wait for the key's next overwrite).
-        if memtable.insert(&key, ts, value) && gc.len() < GC_QUEUE_MAX {
-            gc.push_back((key, ts));
+        if let Some(older) = memtable.insert(op.key(), ts, op.value()) {
+            if gc.len() < GC_QUEUE_MAX {
+                gc.push_back((older, ts));
+            }
         }
-    }
+    });
 }
 
 impl<S: Storage> Shard<S> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
-use crate::commit::{Commit, Ops, Written};
+use crate::commit::{Commit, OwnedOps, Written};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Responder, WaitPolicy};
@@ -35,7 +35,7 @@ use crate::view::Snapshot;
 use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
 use crate::wal::record::Record;
-use crate::wal::record::WriteOp;
+use crate::wal::record::{OpRef, Ops, WriteOp};
 use crate::wal::{DirectWal, MappedWal, WalError, WalOptions, WalWriter};
 use std::ops::Bound;
 
@@ -174,37 +174,35 @@ impl ShardHandle {
     }
 
     /// Applies one write; returns once it is acknowledged under the shard's mode. In
-    /// `Normal`/`Async` the calling thread does the work under the commit lock.
-    pub fn write(&self, op: WriteOp) -> Result<()> {
+    /// `Normal`/`Async` the calling thread does the work under the commit lock, copying the key
+    /// and value straight from `op` into the log and the memtable.
+    pub fn write(&self, op: OpRef<'_>) -> Result<()> {
         self.refuse_if_poisoned()?;
-        let ops = match &self.commit {
-            Some(commit) => match commit.write(Ops::One(op), &|req| self.forward(req)) {
-                Written::Done(result) => return result,
-                Written::Full(ops) => ops,
-            },
-            None => Ops::One(op),
-        };
+        if let Some(commit) = &self.commit {
+            if let Written::Done(result) = commit.write(Ops::One(op), &|req| self.forward(req)) {
+                return result;
+            }
+        }
         let mut ticket = Ticket::new(1);
-        self.send(ops.into_request(ticket.responder(self, true)))?;
+        self.send(OwnedOps::One(op.to_owned()).into_request(ticket.responder(self, true)))?;
         ticket.wait()
     }
 
     /// Applies one shard's part of a batch (atomic on this shard); `ticket` collects the reply.
     /// In `Normal`/`Async` the calling thread applies it before this returns (unless the
     /// segment is full); in `Sync` it is sent. A refused send answers its part `Closed`.
-    pub fn submit_batch(&self, ops: Vec<WriteOp>, ticket: &mut Ticket) {
+    pub fn submit_batch(&self, ops: &[&WriteOp], ticket: &mut Ticket) {
         let done = ticket.responder(self, true);
         if self.view.is_poisoned() {
             return done.complete(Err(Error::Poisoned { shard: self.id() }));
         }
-        let ops = match &self.commit {
-            Some(commit) => match commit.write(Ops::Many(ops), &|req| self.forward(req)) {
-                Written::Done(result) => return done.complete(result),
-                Written::Full(ops) => ops,
-            },
-            None => Ops::Many(ops),
-        };
-        let _ = self.send(ops.into_request(done));
+        if let Some(commit) = &self.commit {
+            if let Written::Done(result) = commit.write(Ops::Refs(ops), &|req| self.forward(req)) {
+                return done.complete(result);
+            }
+        }
+        let owned = ops.iter().map(|op| (*op).clone()).collect();
+        let _ = self.send(OwnedOps::Many(owned).into_request(done));
     }
 
     /// Sends a request a commit-lock holder could not apply (a refused send answers it
@@ -411,9 +409,8 @@ pub(crate) fn open<S: Storage + 'static>(
     let (memtable, mut writer, collector) = Memtable::create();
     let replayed = reader::replay(io, &config.dir, config.shard_id as u32, Lsn::FIRST, |rec| {
         let Record::Write(w) = rec;
-        for op in w.ops {
-            let value = op.value().map(std::sync::Arc::<[u8]>::from);
-            writer.insert(op.key(), w.ts, value);
+        for op in &w.ops {
+            writer.insert(op.key(), w.ts, op.value());
         }
     })?;
     let view = Arc::new(ShardView::new(config.shard_id, memtable.clone(), replayed.last_ts));

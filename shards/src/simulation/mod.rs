@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::commit::{Commit, Ops, Written};
+use crate::commit::{Commit, OwnedOps, Written};
 use crate::config::{Limits, ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Responder, WriteOp};
@@ -456,30 +456,31 @@ impl Run {
         self.next_send += 1;
         self.log(|| format!("shard {s}: write #{send} of {} ops", ops.len()));
         let ops = match <[WriteOp; 1]>::try_from(ops) {
-            Ok([op]) => Ops::One(op),
-            Err(ops) => Ops::Many(ops),
+            Ok([op]) => OwnedOps::One(op),
+            Err(ops) => OwnedOps::Many(ops),
         };
         let what = Sending::Write { send, keys };
         let Some(commit) = live.commit.clone() else {
             // `Sync`: through the queue, placed in the order sent.
-            let index = self.models[s].send(ops.as_slice().to_vec());
+            let index = self.models[s].send(ops.as_ops().to_vec());
             self.placed.insert(send, index);
             live.sender.send(ops.into_request(done)).ok()?;
             return Some(Outstanding { shard: s, completion, what, step: self.step });
         };
         // The model learns the order when the commit lock places it.
-        let first = ops.as_slice().first().map_or(0, |op| op.key().as_ptr() as usize);
-        self.unplaced[s].insert(first, (send, ops.as_slice().to_vec()));
+        let first = ops.as_ops().first_key().map_or(0, |k| k.as_ptr() as usize);
+        self.unplaced[s].insert(first, (send, ops.as_ops().to_vec()));
         let path = self.rng.below(100);
         let sender = &live.sender;
         let forward = |req: Request| {
             let _ = sender.send(req);
         };
         if path < 50 {
-            // A caller that finds the lock free: applies it (and whatever is queued) itself.
-            match commit.write(ops, &forward) {
+            // A caller that finds the lock free: applies it (and whatever is queued) itself,
+            // straight from its own buffers; the shard gets them when the segment is full.
+            match commit.write(ops.as_ops(), &forward) {
                 Written::Done(result) => done.complete(result),
-                Written::Full(ops) => forward(ops.into_request(done)),
+                Written::Full => forward(ops.into_request(done)),
             }
         } else if path < 80 {
             // A caller that finds the lock taken: the next holder (a caller or the shard)

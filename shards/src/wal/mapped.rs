@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use super::chain::SegmentChain;
 use super::format;
 use super::reader::Replayed;
-use super::record::{self, WriteOp, GROUP_RECORD_BYTES, RECORD_HEADER_BYTES};
+use super::record::{self, Ops, GROUP_RECORD_BYTES, RECORD_HEADER_BYTES};
 use super::{Urgency, WalError, WalOptions, WalProgress};
 use super::{TOKEN_KIND_MASK, TOKEN_WAL_SYNC};
 use crate::error::Error;
@@ -90,8 +90,8 @@ impl MappedLog {
 
     /// Copies a WRITE record for `ops` at `ts` into the active segment and returns its LSN, or
     /// `None` (copying nothing) when it does not fit: the shard thread must roll over first.
-    pub fn append(&mut self, ts: Ts, ops: &[WriteOp]) -> Option<Lsn> {
-        let bytes = record::write_record_bytes(ops);
+    pub fn append(&mut self, ts: Ts, ops: Ops<'_>) -> Option<Lsn> {
+        let bytes = ops.record_bytes();
         if self.room() < self.need(bytes) {
             return None;
         }
@@ -99,7 +99,7 @@ impl MappedLog {
         let lsn = self.next_lsn;
         let active = self.active.as_mut()?;
         self.scratch.clear();
-        record::encode_write(&mut self.scratch, lsn, ts, active.generation, ops);
+        ops.encode(&mut self.scratch, lsn, ts, active.generation);
         // The body first, then the header: a kill at any instant leaves a prefix of complete
         // records, never a gap followed by a valid record.
         let copied = active.map.write_record_at(active.offset, &self.scratch, RECORD_HEADER_BYTES);

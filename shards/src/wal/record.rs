@@ -88,6 +88,147 @@ impl WriteOp {
     }
 }
 
+/// One write operation, borrowed: what a caller hands to the commit lock without copying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpRef<'a> {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+    },
+}
+
+impl<'a> OpRef<'a> {
+    /// The key written.
+    pub fn key(self) -> &'a [u8] {
+        match self {
+            OpRef::Put { key, .. } | OpRef::Delete { key } => key,
+        }
+    }
+
+    /// The value written, `None` for a delete.
+    pub fn value(self) -> Option<&'a [u8]> {
+        match self {
+            OpRef::Put { value, .. } => Some(value),
+            OpRef::Delete { .. } => None,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_owned(self) -> WriteOp {
+        match self {
+            OpRef::Put { key, value } => WriteOp::Put { key: key.to_vec(), value: value.into() },
+            OpRef::Delete { key } => WriteOp::Delete { key: key.to_vec() },
+        }
+    }
+
+    /// Bytes this op occupies in a WRITE payload, its framing included.
+    pub fn encoded_bytes(self) -> usize {
+        OP_HEADER_BYTES + self.key().len() + self.value().map_or(0, <[u8]>::len)
+    }
+}
+
+/// Anything that reads as one write operation: an owned [`WriteOp`], a borrowed [`OpRef`], or
+/// a reference to either.
+pub trait AsOp {
+    /// The operation, borrowed.
+    fn op(&self) -> OpRef<'_>;
+}
+
+impl AsOp for WriteOp {
+    fn op(&self) -> OpRef<'_> {
+        match self {
+            WriteOp::Put { key, value } => OpRef::Put { key, value },
+            WriteOp::Delete { key } => OpRef::Delete { key },
+        }
+    }
+}
+
+impl AsOp for OpRef<'_> {
+    fn op(&self) -> OpRef<'_> {
+        *self
+    }
+}
+
+impl<T: AsOp + ?Sized> AsOp for &T {
+    fn op(&self) -> OpRef<'_> {
+        (**self).op()
+    }
+}
+
+/// The operations of one WRITE record, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub enum Ops<'a> {
+    /// One put or delete.
+    One(OpRef<'a>),
+    /// A batch (owned elsewhere), applied atomically.
+    Many(&'a [WriteOp]),
+    /// One shard's part of a batch, applied atomically.
+    Refs(&'a [&'a WriteOp]),
+}
+
+impl<'a> Ops<'a> {
+    /// The operations in order.
+    pub fn each(self, mut f: impl FnMut(OpRef<'a>)) {
+        match self {
+            Ops::One(op) => f(op),
+            Ops::Many(ops) => ops.iter().for_each(|o| f(o.op())),
+            Ops::Refs(ops) => ops.iter().for_each(|o| f(o.op())),
+        }
+    }
+
+    /// How many operations.
+    fn len(self) -> usize {
+        match self {
+            Ops::One(_) => 1,
+            Ops::Many(ops) => ops.len(),
+            Ops::Refs(ops) => ops.len(),
+        }
+    }
+
+    /// The first operation's key, if any.
+    #[cfg(any(test, feature = "simulation"))]
+    pub fn first_key(self) -> Option<&'a [u8]> {
+        match self {
+            Ops::One(op) => Some(op.key()),
+            Ops::Many(ops) => ops.first().map(WriteOp::key),
+            Ops::Refs(ops) => ops.first().map(|o| o.key()),
+        }
+    }
+
+    /// Bytes their WRITE record occupies, header included.
+    pub fn record_bytes(self) -> usize {
+        match self {
+            Ops::One(op) => write_record_bytes(&[op]),
+            Ops::Many(ops) => write_record_bytes(ops),
+            Ops::Refs(ops) => write_record_bytes(ops),
+        }
+    }
+
+    /// Appends their WRITE record to `out`.
+    pub fn encode(self, out: &mut Vec<u8>, lsn: Lsn, ts: Ts, generation: u32) {
+        match self {
+            Ops::One(op) => encode_write(out, lsn, ts, generation, &[op]),
+            Ops::Many(ops) => encode_write(out, lsn, ts, generation, ops),
+            Ops::Refs(ops) => encode_write(out, lsn, ts, generation, ops),
+        }
+    }
+
+    /// Owned copies.
+    pub fn to_vec(self) -> Vec<WriteOp> {
+        let mut v = Vec::with_capacity(self.len());
+        self.each(|op| v.push(op.to_owned()));
+        v
+    }
+}
+
 /// A decoded WRITE record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRecord {
@@ -236,13 +377,13 @@ pub fn parse(seg: &[u8], at: usize) -> Parsed<'_> {
 }
 
 /// Bytes a WRITE record for `ops` occupies, header included.
-pub fn write_record_bytes(ops: &[WriteOp]) -> usize {
+pub fn write_record_bytes<O: AsOp>(ops: &[O]) -> usize {
     RECORD_HEADER_BYTES + write_payload_bytes(ops)
 }
 
 /// Bytes of a WRITE payload for `ops`.
-pub fn write_payload_bytes(ops: &[WriteOp]) -> usize {
-    OP_COUNT_BYTES + ops.iter().map(WriteOp::encoded_bytes).sum::<usize>()
+pub fn write_payload_bytes<O: AsOp>(ops: &[O]) -> usize {
+    OP_COUNT_BYTES + ops.iter().map(|o| o.op().encoded_bytes()).sum::<usize>()
 }
 
 fn header_into(b: &mut [u8], len: usize, lsn: Lsn, ts: Ts, generation: u32, kind: u8) {
@@ -259,7 +400,7 @@ fn seal(b: &mut [u8]) {
 }
 
 /// Appends one WRITE record (header + payload) for `ops` to `out`.
-pub fn encode_write(out: &mut Vec<u8>, lsn: Lsn, ts: Ts, generation: u32, ops: &[WriteOp]) {
+pub fn encode_write<O: AsOp>(out: &mut Vec<u8>, lsn: Lsn, ts: Ts, generation: u32, ops: &[O]) {
     let start = out.len();
     let payload_len = write_payload_bytes(ops);
     out.resize(start + RECORD_HEADER_BYTES, 0);
@@ -267,9 +408,10 @@ pub fn encode_write(out: &mut Vec<u8>, lsn: Lsn, ts: Ts, generation: u32, ops: &
     out.reserve(payload_len);
     out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
     for op in ops {
+        let op = op.op();
         let (tag, value) = match op {
-            WriteOp::Put { value, .. } => (OP_PUT, &value[..]),
-            WriteOp::Delete { .. } => (OP_DELETE, &[][..]),
+            OpRef::Put { value, .. } => (OP_PUT, value),
+            OpRef::Delete { .. } => (OP_DELETE, &[][..]),
         };
         out.push(tag);
         out.extend_from_slice(&(op.key().len() as u32).to_le_bytes());
