@@ -54,7 +54,7 @@ pub use config::{LightningDbConfig, KEY_BYTES_LIMIT, MAX_SHARDS, VALUE_BYTES_LIM
 pub use db::{Database, DbStats, MemoryUsage};
 pub use lightning_shards::{
     Cut, Distribution, Error, OpKind, RecoveryReport, RecoveryStats, Result, RingSetup, ShardStats,
-    Stall, StartReport, WalSyncMode, STALLS_KEPT,
+    Stall, StartReport, WalSyncMode, LATENCY_SAMPLE_EVERY, STALLS_KEPT,
 };
 pub use scan::{DbIterator, CHUNK_MAX};
 

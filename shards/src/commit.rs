@@ -55,9 +55,27 @@ pub const COMBINE_MAX: usize = 64;
 /// Times a holder looks at the queue again after letting go (each time it finds the lock
 /// free and requests waiting), so one caller does not combine for everyone forever.
 const HOLD_ROUNDS: usize = 4;
+/// One write in this many has its latency measured on the caller path (two clock reads and a
+/// histogram update); counts and errors are recorded for every write.
+pub const LATENCY_SAMPLE_EVERY: u32 = 8;
 /// Keys whose old versions await collection, at most (past it, old versions wait for the
 /// key's next overwrite).
 pub const GC_QUEUE_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// Writes this thread made through a commit lock, for latency sampling.
+    static WRITES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The start of a write whose latency is sampled (every `LATENCY_SAMPLE_EVERY`-th write of a
+/// thread), or `None`.
+fn sample_latency() -> Option<Instant> {
+    WRITES.with(|w| {
+        let n = w.get().wrapping_add(1);
+        w.set(n);
+        n.is_multiple_of(LATENCY_SAMPLE_EVERY).then(Instant::now)
+    })
+}
 
 /// The operations of one WAL record, owned: what waits in the combining queue or travels to
 /// the shard thread.
@@ -136,13 +154,13 @@ pub struct CommitState {
 }
 
 impl CommitState {
-    /// `place`, recorded in the statistics as a request that started at `started`.
-    fn apply(&mut self, view: &ShardView, ops: Ops<'_>, started: Instant) -> Written {
+    /// `place`, recorded in the statistics as a request that started at `started` (its
+    /// latency, when it was sampled).
+    fn apply(&mut self, view: &ShardView, ops: Ops<'_>, started: Option<Instant>) -> Written {
         let written = self.place(view, ops);
         if let Written::Done(result) = &written {
-            let now = Instant::now();
-            let took = now.saturating_duration_since(started);
-            self.stats.record_op(kind_of(ops), took, result.is_ok());
+            let took = started.map(|s| Instant::now().saturating_duration_since(s));
+            self.stats.record_op_sampled(kind_of(ops), took, result.is_ok());
         }
         written
     }
@@ -194,7 +212,7 @@ impl CommitState {
 struct Queued {
     ops: OwnedOps,
     done: Responder,
-    started: Instant,
+    started: Option<Instant>,
 }
 
 /// One shard's commit lock and the requests waiting for its holder.
@@ -253,7 +271,7 @@ impl Commit {
     /// holder apply them). `Full`: nothing was placed; the caller sends them to the shard
     /// thread.
     pub fn write(&self, ops: Ops<'_>, forward: &dyn Fn(Request)) -> Written {
-        let started = Instant::now();
+        let started = sample_latency();
         for _ in 0..COMMIT_SPIN_TRIES {
             if let Some(guard) = self.try_lock() {
                 return self.hold_own(guard, ops, started, forward);
@@ -297,7 +315,7 @@ impl Commit {
     /// (the simulation uses it to stage that race). `Err` gives it back when the queue is full.
     #[cfg(any(test, feature = "simulation"))]
     pub fn enqueue(&self, ops: OwnedOps, done: Responder) -> std::result::Result<(), OwnedOps> {
-        let queued = Queued { ops, done, started: Instant::now() };
+        let queued = Queued { ops, done, started: Some(Instant::now()) };
         self.queue_tx.try_send(queued).map_err(|e| e.into_inner().ops)
     }
 
@@ -305,7 +323,7 @@ impl Commit {
         &'a self,
         guard: MutexGuard<'a, CommitState>,
         ops: Ops<'_>,
-        started: Instant,
+        started: Option<Instant>,
         forward: &dyn Fn(Request),
     ) -> Written {
         self.hold(guard, Some((ops, started)), forward).unwrap_or(Written::Done(Ok(())))
@@ -323,7 +341,7 @@ impl Commit {
     fn hold<'a>(
         &'a self,
         mut guard: MutexGuard<'a, CommitState>,
-        own: Option<(Ops<'_>, Instant)>,
+        own: Option<(Ops<'_>, Option<Instant>)>,
         forward: &dyn Fn(Request),
     ) -> Option<Written> {
         let written = own.map(|(ops, started)| guard.apply(&self.view, ops, started));

@@ -33,6 +33,7 @@ mod version;
 mod view;
 mod wal;
 
+pub use commit::LATENCY_SAMPLE_EVERY;
 pub use config::{Limits, ShardConfig, WalSyncMode};
 pub use error::{Error, Result};
 pub use io::uring::RingSetup;

@@ -198,7 +198,10 @@ pub struct ShardStats {
     pub shard_id: usize,
     /// Requests handled, per kind.
     pub ops: [u64; 4],
-    /// Engine-side latency per kind, ns (queue pop → acknowledgement).
+    /// Engine-side latency per kind, ns: for requests the shard thread handles, queue pop →
+    /// acknowledgement; for writes a caller applies under the commit lock (`Normal`/`Async`),
+    /// the call → acknowledgement, the wait for the lock included, sampled one write in
+    /// `LATENCY_SAMPLE_EVERY` (8) per thread (the counts in `ops` are exact).
     pub latency: [Distribution; 4],
     /// Requests drained per loop turn that found any.
     pub drain_depth: Distribution,
@@ -294,6 +297,20 @@ impl ShardStats {
         }
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.latency[kind.index()].record(ns);
+    }
+
+    /// Records a request whose latency may not have been measured (`None`: counted only; the
+    /// caller-applied writes sample one in `LATENCY_SAMPLE_EVERY`).
+    pub fn record_op_sampled(&mut self, kind: OpKind, elapsed: Option<Duration>, ok: bool) {
+        match elapsed {
+            Some(elapsed) => self.record_op(kind, elapsed, ok),
+            None => {
+                self.ops[kind.index()] += 1;
+                if !ok {
+                    self.errors += 1;
+                }
+            }
+        }
     }
 
     /// Adds the requests `other` recorded (counts, errors, latencies): the writes callers

@@ -53,17 +53,28 @@ impl<T> Table<T> {
     /// table is never more than half full).
     fn put(&self, hash: u64, entry: *mut T) {
         let mut i = hash as usize & self.mask;
-        loop {
-            let slot = &self.slots[i];
-            if slot.entry.load(Ordering::Relaxed).is_null() {
-                slot.hash.store(hash, Ordering::Relaxed);
-                // Release: a reader that sees the pointer sees the hash and the entry built.
-                slot.entry.store(entry, Ordering::Release);
-                return;
-            }
+        while !self.slots[i].entry.load(Ordering::Relaxed).is_null() {
             i = (i + 1) & self.mask;
         }
+        self.fill(i, hash, entry);
     }
+
+    /// Writer: fills the empty slot `i`.
+    fn fill(&self, i: usize, hash: u64, entry: *mut T) {
+        let slot = &self.slots[i];
+        slot.hash.store(hash, Ordering::Relaxed);
+        // Release: a reader that sees the pointer sees the hash and the entry built.
+        slot.entry.store(entry, Ordering::Release);
+    }
+}
+
+/// Where a key missing from the index would go.
+#[derive(Debug)]
+pub struct Vacant {
+    hash: u64,
+    index: usize,
+    /// The size of the table the slot belongs to.
+    slots: usize,
 }
 
 /// Key → entry, for entries owned elsewhere (see the module documentation).
@@ -90,6 +101,12 @@ impl<T: Keyed> HashIndex<T> {
 
     /// Reader: the entry of `key`. The entry lives as long as its owner (the memtable).
     pub fn get<'e>(&self, key: &[u8], guard: &Guard) -> Option<&'e T> {
+        self.lookup(key, guard).ok()
+    }
+
+    /// The entry of `key`, or the empty slot where the probe for it ended (for the writer,
+    /// who can fill it without probing again: no one else inserts).
+    pub fn lookup<'e>(&self, key: &[u8], guard: &Guard) -> Result<&'e T, Vacant> {
         let hash = self.hash(key);
         let table = self.table.load(Ordering::Acquire, guard);
         // Safety: pinned; a table is freed only after it was replaced and every thread pinned
@@ -100,37 +117,41 @@ impl<T: Keyed> HashIndex<T> {
             let slot = &table.slots[i];
             let entry = slot.entry.load(Ordering::Acquire);
             if entry.is_null() {
-                return None;
+                return Err(Vacant { hash, index: i, slots: table.slots.len() });
             }
             if slot.hash.load(Ordering::Relaxed) == hash {
                 // Safety: a stored pointer points to an entry the owner keeps alive for as long
                 // as this index exists (module invariants); the caller ties `'e` to the owner.
                 let entry = unsafe { &*entry };
                 if entry.key() == key {
-                    return Some(entry);
+                    return Ok(entry);
                 }
             }
             i = (i + 1) & table.mask;
         }
     }
 
-    /// Writer: adds `entry` (whose key is not in the index yet).
+    /// Writer: adds `entry`, whose key `lookup` did not find and reported `vacant` for.
     ///
     /// # Safety
-    /// No other thread inserts at the same time, and `entry` outlives the index.
-    pub unsafe fn insert(&self, entry: &T) {
-        let hash = self.hash(entry.key());
+    /// No other thread inserts at the same time, nothing was inserted since that `lookup`, and
+    /// `entry` outlives the index.
+    pub unsafe fn insert(&self, vacant: Vacant, entry: &T) {
+        debug_assert_eq!(vacant.hash, self.hash(entry.key()), "the vacancy of another key");
         // Safety: only this writer replaces or frees tables, and it is not doing so now.
         let guard = unsafe { epoch::unprotected() };
         // Safety: the writer's current table is live.
-        let mut table = unsafe { self.table.load(Ordering::Relaxed, guard).deref() };
+        let table = unsafe { self.table.load(Ordering::Relaxed, guard).deref() };
         let len = self.len.load(Ordering::Relaxed);
+        let entry = std::ptr::from_ref(entry).cast_mut();
         if (len + 1) * 2 > table.slots.len() {
             self.grow(table);
             // Safety: as above, just stored.
-            table = unsafe { self.table.load(Ordering::Relaxed, guard).deref() };
+            unsafe { self.table.load(Ordering::Relaxed, guard).deref() }.put(vacant.hash, entry);
+        } else {
+            debug_assert_eq!(vacant.slots, table.slots.len(), "the table changed");
+            table.fill(vacant.index, vacant.hash, entry);
         }
-        table.put(hash, std::ptr::from_ref(entry).cast_mut());
         self.len.store(len + 1, Ordering::Relaxed);
     }
 
@@ -180,11 +201,12 @@ mod tests {
     fn finds_every_key_across_growth_and_misses_the_rest() {
         let entries: Vec<E> = (0..10_000u32).map(|i| E(i.to_be_bytes().to_vec())).collect();
         let index = HashIndex::new();
-        for e in &entries {
-            // Safety: one writer; `entries` outlives `index` (declared first, dropped last).
-            unsafe { index.insert(e) };
-        }
         let guard = &epoch::pin();
+        for e in &entries {
+            let vacant = index.lookup(&e.0, guard).err().unwrap();
+            // Safety: one writer; `entries` outlives `index` (declared first, dropped last).
+            unsafe { index.insert(vacant, e) };
+        }
         for e in &entries {
             assert!(std::ptr::eq(index.get(&e.0, guard).unwrap(), e));
         }
@@ -217,9 +239,10 @@ mod tests {
             })
         };
         for (i, e) in entries.iter().enumerate() {
+            let vacant = shared.lookup(&e.0, &epoch::pin()).err().unwrap();
             // Safety: this thread is the only writer; the entries outlive the index (the reader
             // holds them until it ends, and the index is dropped after the join).
-            unsafe { shared.insert(e) };
+            unsafe { shared.insert(vacant, e) };
             done.store(i + 1, Ordering::Release);
         }
         reader.join().unwrap();

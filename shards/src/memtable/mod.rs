@@ -318,23 +318,23 @@ impl MemtableWriter {
         debug_assert!(ts >= Ts::FIRST);
         let t = &self.table;
         let mut bytes = value.map_or(0, <[u8]>::len) + VERSION_OVERHEAD_BYTES;
-        let older = match t.points.get(key, &pin()) {
-            Some(entry) => {
+        let older = match t.points.lookup(key, &pin()) {
+            Ok(entry) => {
                 entry.versions.push(ts, value);
                 Some(EntryRef { table: t.id, entry: NonNull::from(entry) })
             }
-            None => {
+            Err(vacant) => {
                 let entry = KeyEntry { key: KeyBytes::new(key), versions: Chain::new(ts, value) };
                 bytes += KEY_OVERHEAD_BYTES + entry.key.heap_bytes();
                 // Safety: `MemtableWriter` is the only writer of this memtable's tree and hash
                 // index (`create` makes one and it is not `Clone`), and `&mut self` keeps its
-                // calls one at a time. The tree owns the entry until the memtable drops, after
-                // the hash index (field order).
+                // calls one at a time, so nothing was inserted since the lookup. The tree owns
+                // the entry until the memtable drops, after the hash index (field order).
                 #[allow(unsafe_code)]
                 unsafe {
                     let (entry, fresh) = t.index.insert(key, || Box::new(entry));
                     debug_assert!(fresh, "a key missing from the hash index is new");
-                    t.points.insert(entry);
+                    t.points.insert(vacant, entry);
                 }
                 None
             }

@@ -41,8 +41,8 @@ use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Orderi
 const PREFIX_BYTES: usize = 16;
 /// The stored length of a key longer than the prefix (they compare by full key on a tie).
 const LONG: u8 = PREFIX_BYTES as u8 + 1;
-/// Deepest tree the writer's path can hold (a fan-out of two at least per level would need
-/// 2^48 keys to reach it).
+/// Deepest tree allowed (a fan-out of two at least per level would need 2^48 keys to reach
+/// it).
 const MAX_HEIGHT: usize = 48;
 /// Times a reader spins on a node the writer holds before it yields the CPU.
 const SPINS_BEFORE_YIELD: u32 = 64;
@@ -316,6 +316,8 @@ pub struct Tree<T, const L: usize, const I: usize> {
     root: AtomicPtr<Header>,
     /// Levels of inner nodes above the leaves (0: the root is a leaf).
     height: AtomicU32,
+    /// The writer's: the rightmost leaf, where ascending keys go.
+    tail: AtomicPtr<Leaf<T, L>>,
     /// Entries owned (the writer's count).
     len: AtomicU64,
     /// The tree owns its entries.
@@ -352,6 +354,7 @@ impl<T: Keyed, const L: usize, const I: usize> Tree<T, L, I> {
             root_version: AtomicU64::new(0),
             root: AtomicPtr::new(leaf.cast::<Header>()),
             height: AtomicU32::new(0),
+            tail: AtomicPtr::new(leaf),
             len: AtomicU64::new(0),
             _entries: PhantomData,
         }
@@ -546,29 +549,23 @@ impl<T: Keyed, const L: usize, const I: usize> Tree<T, L, I> {
     /// No other thread calls a writing method of this tree while this one runs.
     pub unsafe fn insert(&self, key: &[u8], make: impl FnOnce() -> Box<T>) -> (&T, bool) {
         let probe = Probe::new(key);
-        let mut path: [(*const Inner<T, I>, usize); MAX_HEIGHT] =
-            [(std::ptr::null(), 0); MAX_HEIGHT];
-        let height = self.height.load(Mo::Relaxed) as usize;
-        let mut node = self.root.load(Mo::Relaxed);
-        let mut rightmost = true;
-        for slot in path.iter_mut().take(height) {
-            // Safety: the writer's own view of its tree is never torn; levels above 0 are
-            // inner nodes.
-            let inner = unsafe { &*node.cast::<Inner<T, I>>() };
-            let n = inner.header.count(I - 1);
-            let i = writer_search(&inner.keys, n, &probe, true);
-            rightmost &= i == n;
-            *slot = (inner, i);
-            node = inner.children[i].load(Mo::Relaxed);
-        }
-        // Safety: level 0 is a leaf.
-        let leaf = unsafe { &*node.cast::<Leaf<T, L>>() };
-        let n = leaf.header.count(L);
-        let pos = writer_search(&leaf.keys, n, &probe, false);
-        if pos < n && leaf.keys.cmp_at(pos, &probe) == Some(Ordering::Equal) {
-            // Safety: below `count`, the writer's entry pointers are non-null and live.
-            return (unsafe { &*leaf.keys.ptrs[pos].load(Mo::Relaxed) }, false);
-        }
+        // Ascending keys land past the last key of the rightmost leaf: no descent.
+        // Safety: `tail` always points to a live leaf of this tree (the rightmost one).
+        let tail = unsafe { &*self.tail.load(Mo::Relaxed) };
+        let n = tail.header.count(L);
+        let (leaf, n, pos) =
+            if n > 0 && n < L && tail.keys.cmp_at(n - 1, &probe) == Some(Ordering::Less) {
+                (tail, n, n)
+            } else {
+                let leaf = self.writer_descend(&probe);
+                let n = leaf.header.count(L);
+                let pos = writer_search(&leaf.keys, n, &probe, false);
+                if pos < n && leaf.keys.cmp_at(pos, &probe) == Some(Ordering::Equal) {
+                    // Safety: below `count`, the writer's entry pointers are non-null and live.
+                    return (unsafe { &*leaf.keys.ptrs[pos].load(Mo::Relaxed) }, false);
+                }
+                (leaf, n, pos)
+            };
         let entry = Box::into_raw(make());
         debug_assert!(unsafe { &*entry }.key() == key, "the entry must carry its key");
         let slot = SlotCopy { hi: probe.hi, lo: probe.lo, len: probe.len, ptr: entry };
@@ -581,15 +578,55 @@ impl<T: Keyed, const L: usize, const I: usize> Tree<T, L, I> {
             leaf.header.count.store(n as u32 + 1, Mo::Relaxed);
             leaf.header.unlock();
         } else {
-            // Every node the split changes stays marked until the parents hold the new nodes.
+            // A split: walk down again, noting the path the new nodes go up. Every node the
+            // split changes stays marked until the parents hold the new nodes.
+            let mut path = Vec::with_capacity(self.height.load(Mo::Relaxed) as usize);
+            let (_, rightmost) = self.writer_descend_path(&probe, &mut path);
             let mut locked = Locked::default();
             let (separator, right) = self.split_leaf(leaf, pos, slot, &mut locked);
-            self.insert_up(&path[..height], separator, right, rightmost, &mut locked);
+            self.insert_up(&path, separator, right, rightmost, &mut locked);
             locked.unlock_all();
         }
         self.len.fetch_add(1, Mo::Relaxed);
         // Safety: just published; owned by the tree from now on.
         (unsafe { &*entry }, true)
+    }
+
+    /// Writer: the leaf for `probe`.
+    fn writer_descend(&self, probe: &Probe<'_>) -> &Leaf<T, L> {
+        let mut node = self.root.load(Mo::Relaxed);
+        for _ in 0..self.height.load(Mo::Relaxed) {
+            // Safety: the writer's own view of its tree is never torn; levels above 0 are
+            // inner nodes.
+            let inner = unsafe { &*node.cast::<Inner<T, I>>() };
+            let n = inner.header.count(I - 1);
+            let i = writer_search(&inner.keys, n, probe, true);
+            node = inner.children[i].load(Mo::Relaxed);
+        }
+        // Safety: level 0 is a leaf.
+        unsafe { &*node.cast::<Leaf<T, L>>() }
+    }
+
+    /// Writer: the leaf for `probe`, with the inner nodes and child indexes on the way in
+    /// `path`; also whether every step took the last child.
+    fn writer_descend_path(
+        &self,
+        probe: &Probe<'_>,
+        path: &mut Vec<(*const Inner<T, I>, usize)>,
+    ) -> (&Leaf<T, L>, bool) {
+        let mut node = self.root.load(Mo::Relaxed);
+        let mut rightmost = true;
+        for _ in 0..self.height.load(Mo::Relaxed) {
+            // Safety: as in `writer_descend`.
+            let inner = unsafe { &*node.cast::<Inner<T, I>>() };
+            let n = inner.header.count(I - 1);
+            let i = writer_search(&inner.keys, n, probe, true);
+            rightmost &= i == n;
+            path.push((inner, i));
+            node = inner.children[i].load(Mo::Relaxed);
+        }
+        // Safety: level 0 is a leaf.
+        (unsafe { &*node.cast::<Leaf<T, L>>() }, rightmost)
     }
 
     /// Writer: splits the full `leaf` around the new `slot` at `pos`; returns the new right
@@ -611,8 +648,12 @@ impl<T: Keyed, const L: usize, const I: usize> Tree<T, L, I> {
             right.keys.set(i, *s);
         }
         right.header.count.store((all.len() - keep) as u32, Mo::Relaxed);
+        let was_tail = leaf.next.load(Mo::Relaxed).is_null();
         right.next.store(leaf.next.load(Mo::Relaxed), Mo::Relaxed);
         let right = Box::into_raw(right);
+        if was_tail {
+            self.tail.store(right, Mo::Relaxed);
+        }
         leaf.header.lock();
         locked.push(&leaf.header);
         for (i, s) in all[..keep].iter().enumerate().skip(pos.min(keep)) {
