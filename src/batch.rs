@@ -5,14 +5,28 @@
 //! Across shards each part is atomic on its own, but the parts are not atomic together yet:
 //! that arrives with cross-shard transactions (two-phase commit).
 
-use lightning_shards::{Error, Result, WriteOp};
+use lightning_shards::{Error, OpRef, Result};
 
 use crate::config::{KEY_BYTES_LIMIT, VALUE_BYTES_LIMIT};
 
 /// An ordered list of puts and deletes. A later operation on the same key wins.
+///
+/// Keys and values are copied into one buffer (no allocation per operation once it has
+/// grown); `clear` keeps the buffer for reuse.
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
-    ops: Vec<WriteOp>,
+    /// Every operation's key, then its value, back to back.
+    bytes: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+/// Where one operation's bytes are in the batch's buffer.
+#[derive(Clone, Copy, Debug)]
+struct Op {
+    start: usize,
+    key_len: usize,
+    /// `None`: a delete.
+    value_len: Option<usize>,
 }
 
 impl WriteBatch {
@@ -27,7 +41,7 @@ impl WriteBatch {
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_absolute(key, Some(value))?;
-        self.ops.push(WriteOp::Put { key: key.to_vec(), value: value.into() });
+        self.push(key, Some(value));
         Ok(())
     }
 
@@ -35,8 +49,15 @@ impl WriteBatch {
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
         check_absolute(key, None)?;
-        self.ops.push(WriteOp::Delete { key: key.to_vec() });
+        self.push(key, None);
         Ok(())
+    }
+
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value.unwrap_or_default());
+        self.ops.push(Op { start, key_len: key.len(), value_len: value.map(<[u8]>::len) });
     }
 
     /// Number of operations.
@@ -52,10 +73,19 @@ impl WriteBatch {
     /// Removes every operation.
     pub fn clear(&mut self) {
         self.ops.clear();
+        self.bytes.clear();
     }
 
-    pub(crate) fn ops(&self) -> &[WriteOp] {
-        &self.ops
+    /// The operations in order, borrowed.
+    pub(crate) fn ops(&self) -> impl Iterator<Item = OpRef<'_>> + '_ {
+        self.ops.iter().map(|op| {
+            let key_end = op.start + op.key_len;
+            let key = &self.bytes[op.start..key_end];
+            match op.value_len {
+                Some(n) => OpRef::Put { key, value: &self.bytes[key_end..key_end + n] },
+                None => OpRef::Delete { key },
+            }
+        })
     }
 }
 
@@ -91,10 +121,20 @@ mod tests {
         let mut b = WriteBatch::new();
         b.put(b"a", b"1").unwrap();
         b.delete(b"a").unwrap();
-        assert_eq!(b.len(), 2);
-        assert_eq!(b.ops()[1], WriteOp::Delete { key: b"a".to_vec() });
+        b.put(b"bc", b"").unwrap();
+        assert_eq!(b.len(), 3);
+        let ops: Vec<_> = b.ops().collect();
+        assert_eq!(
+            ops,
+            vec![
+                OpRef::Put { key: b"a", value: b"1" },
+                OpRef::Delete { key: b"a" },
+                OpRef::Put { key: b"bc", value: b"" },
+            ]
+        );
         b.clear();
         assert!(b.is_empty());
+        assert_eq!(b.ops().count(), 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use lightning_shards::{
     Error, Limits, OpRef, Result, ShardHandle, ShardStats, StartReport, StartingShard, Ticket,
-    WalSyncMode, WriteOp,
+    WalSyncMode,
 };
 
 use crate::batch::WriteBatch;
@@ -210,7 +210,7 @@ impl Database {
     /// one shard is atomic. Across shards the parts are not yet atomic together (cross-shard
     /// atomicity arrives with transactions). Returns once every part is acknowledged.
     pub fn write_batch(&self, batch: &WriteBatch) -> Result<()> {
-        let mut parts: Vec<Vec<&WriteOp>> = vec![Vec::new(); self.shards.len()];
+        let mut parts: Vec<Vec<OpRef<'_>>> = vec![Vec::new(); self.shards.len()];
         let mut bytes = vec![0usize; self.shards.len()];
         for op in batch.ops() {
             self.check_key(op.key())?;
@@ -231,7 +231,7 @@ impl Database {
         self.send_parts(parts)
     }
 
-    fn send_parts(&self, parts: Vec<Vec<&WriteOp>>) -> Result<()> {
+    fn send_parts(&self, parts: Vec<Vec<OpRef<'_>>>) -> Result<()> {
         let touched = parts.iter().filter(|p| !p.is_empty()).count();
         if touched == 0 {
             return Ok(());
@@ -242,9 +242,23 @@ impl Database {
             }
         }
         let mut ticket = Ticket::new(touched as u32);
-        for (shard, ops) in self.shards.iter().zip(parts) {
+        // Large parts for shards on other CPUs first, to their shard threads: they apply while
+        // this thread applies the rest itself.
+        let offloaded: Vec<bool> = self
+            .shards
+            .iter()
+            .zip(&parts)
+            .map(|(s, p)| !p.is_empty() && s.offloads(p.len()))
+            .collect();
+        for ((shard, ops), _) in self.shards.iter().zip(&parts).zip(&offloaded).filter(|(_, o)| **o)
+        {
+            shard.send_batch(ops, &mut ticket);
+        }
+        for ((shard, ops), _) in
+            self.shards.iter().zip(&parts).zip(&offloaded).filter(|(_, o)| !**o)
+        {
             if !ops.is_empty() {
-                shard.submit_batch(&ops, &mut ticket);
+                shard.submit_batch(ops, &mut ticket);
             }
         }
         ticket.wait()

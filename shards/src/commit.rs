@@ -99,7 +99,7 @@ impl OwnedOps {
     /// Owned copies of `ops`.
     pub fn copy(ops: Ops<'_>) -> OwnedOps {
         match ops {
-            Ops::One(op) => OwnedOps::One(op.to_owned()),
+            Ops::One(op) => OwnedOps::One(op.to_write_op()),
             ops => OwnedOps::Many(ops.to_vec()),
         }
     }

@@ -38,7 +38,9 @@ pub use config::{Limits, ShardConfig, WalSyncMode};
 pub use error::{Error, Result};
 pub use io::uring::RingSetup;
 pub use memtable::{Chunk, Direction, KeyBytes};
-pub use shard::{ShardHandle, ShardSnapshot, StartReport, StartingShard, Ticket};
+pub use shard::{
+    ShardHandle, ShardSnapshot, StartReport, StartingShard, Ticket, OFFLOAD_BATCH_OPS,
+};
 pub use stats::{Distribution, OpKind, RecoveryStats, ShardStats, Stall, STALLS_KEPT};
 pub use version::{Lsn, Ts};
 pub use wal::reader::{Cut, RecoveryReport};

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use lightning_shards::{Limits, OpRef, ShardConfig, ShardHandle, Ticket, WalSyncMode, WriteOp};
+use lightning_shards::{Limits, OpRef, ShardConfig, ShardHandle, Ticket, WalSyncMode};
 
 fn config(dir: &std::path::Path, mode: WalSyncMode) -> ShardConfig {
     ShardConfig {
@@ -47,12 +47,17 @@ fn racing_callers_lose_nothing_across_rollovers() {
                     let mut i = 0;
                     while i < WRITES {
                         if i % 10 == 9 {
-                            let ops: Vec<WriteOp> = (i..i + 3)
-                                .map(|j| WriteOp::Put { key: key(t, j), value: value(t, j).into() })
-                                .collect();
-                            let refs: Vec<&WriteOp> = ops.iter().collect();
+                            let kv: Vec<_> = (i..i + 3).map(|j| (key(t, j), value(t, j))).collect();
+                            let ops: Vec<OpRef<'_>> =
+                                kv.iter().map(|(k, v)| OpRef::Put { key: k, value: v }).collect();
                             let mut ticket = Ticket::new(1);
-                            shard.submit_batch(&refs, &mut ticket);
+                            // Both ways a batch part travels: applied by this caller, or by
+                            // the shard thread (a large part for a shard on another CPU).
+                            if i % 20 == 9 {
+                                shard.send_batch(&ops, &mut ticket);
+                            } else {
+                                shard.submit_batch(&ops, &mut ticket);
+                            }
                             ticket.wait().unwrap();
                             i += 3;
                         } else {
@@ -83,4 +88,18 @@ fn racing_callers_lose_nothing_across_rollovers() {
         assert!(segments > 10, "{mode:?}: {segments} files: the test must roll over often");
         reopened.shutdown().unwrap();
     }
+}
+
+#[test]
+fn only_large_parts_go_to_the_shard_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = ShardHandle::start(config(dir.path(), WalSyncMode::Normal)).unwrap();
+    // Small parts are always applied by the caller.
+    assert!(!shard.offloads(lightning_shards::OFFLOAD_BATCH_OPS - 1));
+    shard.shutdown().unwrap();
+    // In `Sync` every part goes to the shard anyway: nothing to decide.
+    let dir = tempfile::tempdir().unwrap();
+    let shard = ShardHandle::start(config(dir.path(), WalSyncMode::Sync)).unwrap();
+    assert!(!shard.offloads(1 << 20));
+    shard.shutdown().unwrap();
 }

@@ -35,7 +35,7 @@ use crate::view::Snapshot;
 use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
 use crate::wal::record::Record;
-use crate::wal::record::{OpRef, Ops, WriteOp};
+use crate::wal::record::{OpRef, Ops};
 use crate::wal::{DirectWal, MappedWal, WalError, WalOptions, WalWriter};
 use std::ops::Bound;
 
@@ -54,6 +54,10 @@ pub struct StartReport {
     /// What recovery cut, set aside or removed.
     pub recovery: RecoveryReport,
 }
+
+/// Batch parts at least this long may go to their shard thread (`ShardHandle::offloads`):
+/// below it, waking the shard costs more than the caller saves.
+pub const OFFLOAD_BATCH_OPS: usize = 64;
 
 /// How long a `Sync`-mode writer polls for its acknowledgement before parking: the durable
 /// write takes ~100 µs, and a parked caller costs a futex wake-up and misses the next group
@@ -184,14 +188,14 @@ impl ShardHandle {
             }
         }
         let mut ticket = Ticket::new(1);
-        self.send(OwnedOps::One(op.to_owned()).into_request(ticket.responder(self, true)))?;
+        self.send(OwnedOps::One(op.to_write_op()).into_request(ticket.responder(self, true)))?;
         ticket.wait()
     }
 
     /// Applies one shard's part of a batch (atomic on this shard); `ticket` collects the reply.
     /// In `Normal`/`Async` the calling thread applies it before this returns (unless the
     /// segment is full); in `Sync` it is sent. A refused send answers its part `Closed`.
-    pub fn submit_batch(&self, ops: &[&WriteOp], ticket: &mut Ticket) {
+    pub fn submit_batch(&self, ops: &[OpRef<'_>], ticket: &mut Ticket) {
         let done = ticket.responder(self, true);
         if self.view.is_poisoned() {
             return done.complete(Err(Error::Poisoned { shard: self.id() }));
@@ -201,7 +205,28 @@ impl ShardHandle {
                 return done.complete(result);
             }
         }
-        let owned = ops.iter().map(|op| (*op).clone()).collect();
+        let owned = ops.iter().map(|op| op.to_write_op()).collect();
+        let _ = self.send(OwnedOps::Many(owned).into_request(done));
+    }
+
+    /// True when a batch part of `ops` operations is better applied by the shard thread than
+    /// by the caller: it is at least `OFFLOAD_BATCH_OPS` long and the shard is pinned to a CPU
+    /// other than the one the caller runs on, so the two apply parts at the same time
+    /// (`Normal`/`Async`; in `Sync` every part goes to the shard anyway). ADR 0003.
+    pub fn offloads(&self, ops: usize) -> bool {
+        self.commit.is_some()
+            && ops >= OFFLOAD_BATCH_OPS
+            && matches!((self.report.pinned_cpu, sys::current_cpu()), (Some(s), Some(c)) if s != c)
+    }
+
+    /// Sends one shard's part of a batch to the shard thread (a copy), which applies it as
+    /// [`ShardHandle::submit_batch`] would; `ticket` collects the reply.
+    pub fn send_batch(&self, ops: &[OpRef<'_>], ticket: &mut Ticket) {
+        let done = ticket.responder(self, true);
+        if self.view.is_poisoned() {
+            return done.complete(Err(Error::Poisoned { shard: self.id() }));
+        }
+        let owned = ops.iter().map(|op| op.to_write_op()).collect();
         let _ = self.send(OwnedOps::Many(owned).into_request(done));
     }
 

@@ -122,7 +122,7 @@ impl<'a> OpRef<'a> {
     }
 
     /// An owned copy.
-    pub fn to_owned(self) -> WriteOp {
+    pub fn to_write_op(self) -> WriteOp {
         match self {
             OpRef::Put { key, value } => WriteOp::Put { key: key.to_vec(), value: value.into() },
             OpRef::Delete { key } => WriteOp::Delete { key: key.to_vec() },
@@ -170,8 +170,8 @@ pub enum Ops<'a> {
     One(OpRef<'a>),
     /// A batch (owned elsewhere), applied atomically.
     Many(&'a [WriteOp]),
-    /// One shard's part of a batch, applied atomically.
-    Refs(&'a [&'a WriteOp]),
+    /// One shard's part of a batch, borrowed from the caller, applied atomically.
+    Refs(&'a [OpRef<'a>]),
 }
 
 impl<'a> Ops<'a> {
@@ -180,7 +180,7 @@ impl<'a> Ops<'a> {
         match self {
             Ops::One(op) => f(op),
             Ops::Many(ops) => ops.iter().for_each(|o| f(o.op())),
-            Ops::Refs(ops) => ops.iter().for_each(|o| f(o.op())),
+            Ops::Refs(ops) => ops.iter().for_each(|o| f(*o)),
         }
     }
 
@@ -224,7 +224,7 @@ impl<'a> Ops<'a> {
     /// Owned copies.
     pub fn to_vec(self) -> Vec<WriteOp> {
         let mut v = Vec::with_capacity(self.len());
-        self.each(|op| v.push(op.to_owned()));
+        self.each(|op| v.push(op.to_write_op()));
         v
     }
 }
