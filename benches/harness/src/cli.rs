@@ -41,6 +41,12 @@ pub struct Args {
     /// Shards for lightning (0 = one per CPU); several values run each (matrix).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub shards: Vec<usize>,
+    /// Lightning: leave its shard threads unpinned (default: each pinned to its own CPU).
+    #[arg(long)]
+    pub unpinned: bool,
+    /// Lightning: how long an idle shard thread polls before it parks, µs (default: its own).
+    #[arg(long)]
+    pub spin_us: Option<u64>,
     /// Durability modes: sync, normal, async; several values run each (matrix).
     #[arg(long, value_delimiter = ',', default_value = "normal")]
     pub modes: Vec<String>,
@@ -136,6 +142,8 @@ pub fn cases(args: &Args) -> Result<Vec<CaseParams>> {
                             distribution: distribution.clone(),
                             threads: threads.max(1),
                             shards,
+                            pin_shards: !args.unpinned,
+                            spin_us: args.spin_us,
                             mode,
                             cache_bytes: args.cache_mb << 20,
                             compression: args.compression,

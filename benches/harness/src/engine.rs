@@ -71,6 +71,11 @@ pub struct EngineConfig {
     pub compression: bool,
     /// Shards (lightning only; 0 = its default, one per CPU).
     pub shards: usize,
+    /// Pin shard threads to CPUs (lightning only; its default is true).
+    pub pin_shards: bool,
+    /// How long an idle shard thread polls before it parks, µs (lightning only; `None`: its
+    /// default).
+    pub spin_us: Option<u64>,
     /// Largest value the workload writes (engines with a value limit are configured for it).
     pub max_value_bytes: usize,
 }

@@ -38,6 +38,10 @@ pub struct CaseParams {
     pub threads: usize,
     /// Shards (lightning; 0 = default).
     pub shards: usize,
+    /// Pin lightning's shard threads (its default).
+    pub pin_shards: bool,
+    /// Lightning's idle shard polling before it parks, µs (`None`: its default).
+    pub spin_us: Option<u64>,
     /// Durability mode.
     pub mode: Mode,
     /// Engine cache bytes.
@@ -178,6 +182,8 @@ pub fn run_case(params: &CaseParams) -> Result<CaseReport> {
         cache_bytes: params.cache_bytes,
         compression: params.compression,
         shards: params.shards,
+        pin_shards: params.pin_shards,
+        spin_us: params.spin_us,
         max_value_bytes: params.value_bytes,
     };
     let engine: Arc<dyn Engine> = Arc::from(engine::open(&params.engine, &config)?);

@@ -20,6 +20,8 @@ fn params(workload: &str, dir: &std::path::Path) -> CaseParams {
         value_bytes: 100,
         threads: 2,
         shards: 2,
+        pin_shards: true,
+        spin_us: None,
         mode: Mode::Normal,
         cache_bytes: 8 << 20,
         compression: false,

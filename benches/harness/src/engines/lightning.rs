@@ -31,6 +31,10 @@ impl Lightning {
         if cfg.shards > 0 {
             config.shards = cfg.shards;
         }
+        config.pin_shards = cfg.pin_shards;
+        if let Some(us) = cfg.spin_us {
+            config.spin_before_park_us = us;
+        }
         if cfg.max_value_bytes > config.max_value_bytes {
             config.max_value_bytes = cfg.max_value_bytes;
             config.max_batch_bytes = config.max_batch_bytes.max(2 * cfg.max_value_bytes + 4096);
@@ -45,9 +49,11 @@ impl Lightning {
             Mode::Async => "WalSyncMode::Async: reply after the memtable apply, WAL copied right after, fdatasync every 100 ms",
         };
         let describe = format!(
-            "lightning_db {}: {meaning}; {} shards; cache {} MiB (no cache below the memtable yet)",
+            "lightning_db {}: {meaning}; {} shards ({}, idle poll {} us); cache {} MiB (no cache below the memtable yet)",
             env!("CARGO_PKG_VERSION"),
             db.shard_count(),
+            if config.pin_shards { "pinned" } else { "unpinned" },
+            config.spin_before_park_us,
             config.cache_size >> 20
         );
         Ok(Lightning { db, describe, baseline: Mutex::new(None) })
