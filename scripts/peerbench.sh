@@ -11,6 +11,7 @@ src="${PEERBENCH_DIR:?set PEERBENCH_DIR to a checkout of the peerbench harness}"
 [ -d "$src" ] || { echo "no peerbench at $src" >&2; exit 1; }
 pb=$(mktemp -d)
 cp -r "$src/." "$pb"
+rm -rf "$pb/results" # copy back only what this run writes
 flags="--no-default-features --features fjall,redb,sled,heed"
 [ "${PEERBENCH_WITH_ROCKSDB:-0}" = 1 ] && flags=""
 args=("$@")
