@@ -36,10 +36,11 @@ use crate::ingress::{Completion, Request, Responder};
 use crate::memtable::EntryRef;
 use crate::memtable::MemtableWriter;
 use crate::stats::{OpKind, ShardStats};
+use crate::version::Lsn;
 use crate::version::Ts;
 use crate::view::ShardView;
 use crate::wal::record::{AsOp, OpRef, Ops, WriteOp};
-use crate::wal::MappedLog;
+use crate::wal::{DirectLog, MappedLog};
 
 /// Times a caller tries the commit lock, spinning, before it queues its request.
 pub const COMMIT_SPIN_TRIES: u32 = 64;
@@ -128,15 +129,57 @@ pub fn kind_of(ops: Ops<'_>) -> OpKind {
 pub enum Written {
     /// Applied (acknowledged under the mode's promise), or refused.
     Done(Result<()>),
-    /// The active segment has no room: nothing was placed; send the write to the shard
-    /// thread, which rolls over.
+    /// `Sync`: placed in the open group at `lsn` with timestamp `ts`, invisible until the
+    /// group is durable; the shard acknowledges it then.
+    Staged {
+        /// Its place in the log.
+        lsn: Lsn,
+        /// Its version.
+        ts: Ts,
+    },
+    /// The active segment (or `Sync`: the open group) has no room: nothing was placed; send
+    /// the write to the shard thread, which makes room.
     Full,
+}
+
+/// The half of the WAL a write needs, per mode.
+pub enum LogHalf {
+    /// `Normal`/`Async`: the mapped segment; the copy is the promise.
+    Mapped(MappedLog),
+    /// `Sync`: the open group, which the shard writes durably.
+    Direct(DirectLog),
+}
+
+impl LogHalf {
+    fn append(&mut self, ts: Ts, ops: Ops<'_>) -> Option<Lsn> {
+        match self {
+            LogHalf::Mapped(log) => log.append(ts, ops),
+            LogHalf::Direct(log) => log.append(ts, ops),
+        }
+    }
+}
+
+/// A `Sync` write staged by a caller (or a lock holder for it), waiting for its group to be
+/// durable: the shard takes it over.
+pub struct Waiter {
+    /// Its place in the log.
+    pub lsn: Lsn,
+    /// Its version.
+    pub ts: Ts,
+    /// Whom to answer.
+    pub done: Responder,
+    /// What kind of request it is.
+    pub kind: OpKind,
+    /// When the caller asked.
+    pub started: Instant,
 }
 
 /// What the commit lock protects.
 pub struct CommitState {
-    /// The mapped WAL: the active segment and the log's progress.
-    pub log: MappedLog,
+    /// The caller's half of the WAL.
+    pub log: LogHalf,
+    /// `Sync`: staged writes waiting for the shard to take them over, in LSN order.
+    waiting: Vec<Waiter>,
     /// The timestamp the next write gets.
     next_ts: Ts,
     memtable: MemtableWriter,
@@ -153,31 +196,110 @@ pub struct CommitState {
     placed: Vec<usize>,
 }
 
+/// Where `place` put a write.
+enum Placed {
+    /// Not placed: the shard is closed or poisoned.
+    Refused(Error),
+    /// Not placed: no room (see [`Written::Full`]).
+    Full,
+    /// In the log and the memtable, at `lsn` with version `ts` (not yet visible).
+    At { lsn: Lsn, ts: Ts },
+}
+
 impl CommitState {
-    /// `place`, recorded in the statistics as a request that started at `started` (its
-    /// latency, when it was sampled).
+    /// `Normal`/`Async`: places `ops` and makes them visible (the copy is the promise),
+    /// recorded in the statistics as a request that started at `started` (its latency, when
+    /// it was sampled).
     fn apply(&mut self, view: &ShardView, ops: Ops<'_>, started: Option<Instant>) -> Written {
-        let written = self.place(view, ops);
-        if let Written::Done(result) = &written {
-            let took = started.map(|s| Instant::now().saturating_duration_since(s));
-            self.stats.record_op_sampled(kind_of(ops), took, result.is_ok());
+        if matches!(self.log, LogHalf::Direct(_)) {
+            return Written::Full; // `Sync` writes are staged, never applied here
         }
+        let written = match self.place(view, ops) {
+            Placed::Refused(e) => Written::Done(Err(e)),
+            Placed::Full => return Written::Full,
+            Placed::At { ts, .. } => {
+                // Before the acknowledgement: a caller reads its own write once told it is
+                // done.
+                view.publish(ts);
+                Written::Done(Ok(()))
+            }
+        };
+        let took = started.map(|s| Instant::now().saturating_duration_since(s));
+        let ok = matches!(written, Written::Done(Ok(())));
+        self.stats.record_op_sampled(kind_of(ops), took, ok);
         written
     }
 
-    /// Places one record for `ops` and applies it to the memtable, visible at once (its
-    /// promise holds when it is in the mapping).
-    fn place(&mut self, view: &ShardView, ops: Ops<'_>) -> Written {
+    /// `Sync`: places `ops` for a caller who waits on `done`: staged (the shard answers once
+    /// the group is durable), refused (answered now), or `Err(done)` when it did not fit (the
+    /// caller sends it to the shard).
+    fn stage(
+        &mut self,
+        view: &ShardView,
+        ops: Ops<'_>,
+        done: Responder,
+        started: Instant,
+    ) -> std::result::Result<(), Responder> {
+        let kind = kind_of(ops);
+        match self.place(view, ops) {
+            Placed::At { lsn, ts } => {
+                self.waiting.push(Waiter { lsn, ts, done, kind, started });
+                Ok(())
+            }
+            Placed::Refused(e) => {
+                let took = Instant::now().saturating_duration_since(started);
+                self.stats.record_op(kind, took, false);
+                done.complete(Err(e));
+                Ok(())
+            }
+            Placed::Full => Err(done),
+        }
+    }
+
+    /// A queued request, applied or staged as the mode wants; `Err` gives it back when it did
+    /// not fit.
+    fn apply_queued(
+        &mut self,
+        view: &ShardView,
+        queued: Queued,
+    ) -> std::result::Result<(), (OwnedOps, Responder)> {
+        let Queued { ops, done, started } = queued;
+        if matches!(self.log, LogHalf::Direct(_)) {
+            let started = started.unwrap_or_else(Instant::now);
+            return self.stage(view, ops.as_ops(), done, started).map_err(|done| (ops, done));
+        }
+        match self.apply(view, ops.as_ops(), started) {
+            Written::Done(result) => {
+                done.complete(result);
+                Ok(())
+            }
+            Written::Staged { .. } | Written::Full => Err((ops, done)),
+        }
+    }
+
+    /// Shard-side (`Sync`): the staged writes, in LSN order, for the shard to acknowledge.
+    pub fn take_waiting(&mut self) -> std::vec::Drain<'_, Waiter> {
+        self.waiting.drain(..)
+    }
+
+    /// No staged write waits for the shard to take it over.
+    pub fn waiting_is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Places one record for `ops` in the log and applies it to the memtable, not yet
+    /// visible.
+    fn place(&mut self, view: &ShardView, ops: Ops<'_>) -> Placed {
         if self.closed {
-            return Written::Done(Err(Error::Closed));
+            return Placed::Refused(Error::Closed);
         }
         if view.is_poisoned() {
-            return Written::Done(Err(Error::Poisoned { shard: view.shard_id() }));
+            return Placed::Refused(Error::Poisoned { shard: view.shard_id() });
         }
         let ts = self.next_ts;
-        if self.log.append(ts, ops).is_none() {
-            return Written::Full;
-        }
+        let Some(lsn) = self.log.append(ts, ops) else {
+            return Placed::Full;
+        };
         self.next_ts = ts.next();
         #[cfg(any(test, feature = "simulation"))]
         self.placed.push(ops.first_key().map_or(0, |k| k.as_ptr() as usize));
@@ -189,9 +311,7 @@ impl CommitState {
                 }
             }
         });
-        // Before the acknowledgement: a caller reads its own write once told it is done.
-        view.publish(ts);
-        Written::Done(Ok(()))
+        Placed::At { lsn, ts }
     }
 
     /// Shard-side: refuses every write from now on (a close, or a stopped shard thread).
@@ -206,6 +326,24 @@ impl CommitState {
         into.extend(self.gc.drain(..).take(room));
         self.gc.clear();
     }
+}
+
+/// The lock holder's own write.
+enum Own<'a> {
+    /// `Normal`/`Async`: apply it (its latency sampled from `started`, if set).
+    Apply(Ops<'a>, Option<Instant>),
+    /// `Sync`: stage it for the caller waiting on the responder.
+    Stage(Ops<'a>, Instant, Responder),
+}
+
+/// What became of the holder's own write.
+enum Held {
+    /// `Normal`/`Async`: applied or refused.
+    Applied(Written),
+    /// `Sync`: staged, or refused and answered.
+    Staged,
+    /// `Sync`: no room; the responder comes back to the caller.
+    Full(Responder),
 }
 
 /// A request queued for the lock holder.
@@ -227,15 +365,11 @@ pub struct Commit {
 
 impl Commit {
     /// The commit lock over `log`, continuing at timestamp `next_ts`.
-    pub fn new(
-        log: MappedLog,
-        next_ts: Ts,
-        memtable: MemtableWriter,
-        view: Arc<ShardView>,
-    ) -> Self {
+    pub fn new(log: LogHalf, next_ts: Ts, memtable: MemtableWriter, view: Arc<ShardView>) -> Self {
         let (queue_tx, queue_rx) = crossbeam_channel::bounded(COMBINE_QUEUE_DEPTH);
         let state = CommitState {
             log,
+            waiting: Vec::new(),
             next_ts,
             memtable,
             gc: Vec::new(),
@@ -297,7 +431,7 @@ impl Commit {
                 return Written::Done(result);
             }
             if let Some(guard) = self.try_lock() {
-                let _ = self.hold(guard, None, forward);
+                drop(self.hold(guard, None, forward));
                 continue;
             }
             rounds = rounds.saturating_add(1);
@@ -326,7 +460,44 @@ impl Commit {
         started: Option<Instant>,
         forward: &dyn Fn(Request),
     ) -> Written {
-        self.hold(guard, Some((ops, started)), forward).unwrap_or(Written::Done(Ok(())))
+        match self.hold(guard, Some(Own::Apply(ops, started)), forward) {
+            Some(Held::Applied(written)) => written,
+            _ => Written::Done(Ok(())),
+        }
+    }
+
+    /// `Sync`, caller-side: stages one record's operations in the open group under the lock
+    /// (or queues them for the lock holder, or the shard, to stage); `done` is answered once the
+    /// group is durable. `Err(done)`: nothing was placed (no room in the open group); the
+    /// caller sends the write to the shard thread. Either way the caller then wakes the shard.
+    pub fn stage(
+        &self,
+        ops: Ops<'_>,
+        done: Responder,
+        forward: &dyn Fn(Request),
+    ) -> std::result::Result<(), Responder> {
+        let started = Instant::now();
+        for _ in 0..COMMIT_SPIN_TRIES {
+            if let Some(guard) = self.try_lock() {
+                return match self.hold(guard, Some(Own::Stage(ops, started, done)), forward) {
+                    Some(Held::Full(done)) => Err(done),
+                    _ => Ok(()),
+                };
+            }
+            std::hint::spin_loop();
+        }
+        // Contended: whoever holds the lock, or the shard's next turn, stages a copy.
+        let queued = Queued { ops: OwnedOps::copy(ops), done, started: Some(started) };
+        match self.queue_tx.try_send(queued) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let Queued { done, .. } = e.into_inner();
+                match self.hold(self.lock(), Some(Own::Stage(ops, started, done)), forward) {
+                    Some(Held::Full(done)) => Err(done),
+                    _ => Ok(()),
+                }
+            }
+        }
     }
 
     /// The records placed since the last call, in order, by the address of their first key
@@ -336,15 +507,21 @@ impl Commit {
         std::mem::take(&mut self.lock().placed)
     }
 
-    /// Applies `own` (if any) and then queued requests under `guard`, lets go, and forwards
-    /// what did not fit to the shard thread. Returns what became of `own`.
+    /// Applies (or stages) `own`, if any, and then queued requests under `guard`, lets go,
+    /// and forwards what did not fit to the shard thread. Returns what became of `own`.
     fn hold<'a>(
         &'a self,
         mut guard: MutexGuard<'a, CommitState>,
-        own: Option<(Ops<'_>, Option<Instant>)>,
+        own: Option<Own<'_>>,
         forward: &dyn Fn(Request),
-    ) -> Option<Written> {
-        let written = own.map(|(ops, started)| guard.apply(&self.view, ops, started));
+    ) -> Option<Held> {
+        let held = own.map(|own| match own {
+            Own::Apply(ops, started) => Held::Applied(guard.apply(&self.view, ops, started)),
+            Own::Stage(ops, started, done) => match guard.stage(&self.view, ops, done, started) {
+                Ok(()) => Held::Staged,
+                Err(done) => Held::Full(done),
+            },
+        });
         let mut full = Vec::new();
         for _ in 0..HOLD_ROUNDS {
             self.combine(&mut guard, |ops, done| full.push((ops, done)));
@@ -364,16 +541,16 @@ impl Commit {
                 None => break,
             }
         }
-        written
+        held
     }
 
-    /// Applies up to `COMBINE_MAX` queued requests; `full` gets those that did not fit.
+    /// Applies (or stages) up to `COMBINE_MAX` queued requests; `full` gets those that did
+    /// not fit.
     pub fn combine(&self, state: &mut CommitState, mut full: impl FnMut(OwnedOps, Responder)) {
         for _ in 0..COMBINE_MAX {
             let Ok(queued) = self.queue_rx.try_recv() else { break };
-            match state.apply(&self.view, queued.ops.as_ops(), queued.started) {
-                Written::Done(result) => queued.done.complete(result),
-                Written::Full => full(queued.ops, queued.done),
+            if let Err((ops, done)) = state.apply_queued(&self.view, queued) {
+                full(ops, done);
             }
         }
     }
@@ -391,7 +568,17 @@ impl Commit {
     /// Shard-side: places `ops` under `state` as a caller would (the shard records the
     /// request in its own statistics).
     pub fn apply(&self, state: &mut CommitState, ops: Ops<'_>) -> Written {
-        state.place(&self.view, ops)
+        match state.place(&self.view, ops) {
+            Placed::Refused(e) => Written::Done(Err(e)),
+            Placed::Full => Written::Full,
+            Placed::At { lsn, ts } => match state.log {
+                LogHalf::Mapped(_) => {
+                    self.view.publish(ts);
+                    Written::Done(Ok(()))
+                }
+                LogHalf::Direct(_) => Written::Staged { lsn, ts },
+            },
+        }
     }
 
     /// Shard-side: notes how many keys await collection after the shard applied writes.

@@ -44,6 +44,9 @@ pub struct Doorbell {
     rings: AtomicU64,
     /// The shard thread has ended: nothing queued will ever be taken.
     stopped: AtomicBool,
+    /// A caller left work for the shard outside the queue (`Sync`: a record staged in the open
+    /// group under the commit lock).
+    work: AtomicBool,
 }
 
 /// Creates a shard's ingress with room for `depth` queued requests.
@@ -54,6 +57,7 @@ pub fn ingress(depth: usize) -> io::Result<(IngressSender, Inbox)> {
         eventfd: std::sync::Arc::new(EventFd::new()?),
         rings: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
+        work: AtomicBool::new(false),
     });
     let sender = IngressSender { tx, leftovers: rx.clone(), bell: bell.clone() };
     Ok((sender, Inbox { rx, bell }))
@@ -74,12 +78,25 @@ impl IngressSender {
             }
             return Ok(());
         }
+        self.ring_if_parked();
+        Ok(())
+    }
+
+    /// Tells the shard a caller left work for it outside the queue, waking it if it is parked
+    /// (SeqCst, paired with `announce_park`: either the shard sees the work, or we see it
+    /// parked).
+    pub fn nudge(&self) {
+        self.bell.work.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.ring_if_parked();
+    }
+
+    fn ring_if_parked(&self) {
         if self.bell.parked.load(Ordering::SeqCst) && self.bell.parked.swap(false, Ordering::SeqCst)
         {
             self.bell.rings.fetch_add(1, Ordering::Relaxed);
             self.bell.eventfd.ring();
         }
-        Ok(())
     }
 
     /// How many times callers rang this shard's doorbell (one `write(2)` each) so far.
@@ -123,11 +140,16 @@ impl Inbox {
     pub fn announce_park(&self) -> bool {
         self.bell.parked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if !self.rx.is_empty() {
+        if !self.rx.is_empty() || self.bell.work.load(Ordering::SeqCst) {
             self.bell.parked.store(false, Ordering::SeqCst);
             return false;
         }
         true
+    }
+
+    /// Takes the note that callers left work outside the queue (true once per nudge or more).
+    pub fn take_work(&self) -> bool {
+        self.bell.work.swap(false, Ordering::SeqCst)
     }
 
     /// Clears the parked flag after waking.
@@ -169,6 +191,19 @@ mod tests {
             Err(Error::Closed)
         ));
         assert!(matches!(c.try_result(), Some(Err(Error::Closed))), "both answered Closed");
+    }
+
+    #[test]
+    fn a_nudge_refuses_the_park_and_wakes_a_parked_shard() {
+        let (tx, inbox) = ingress(4).unwrap();
+        tx.nudge();
+        assert!(!inbox.announce_park(), "work left outside the queue keeps the shard awake");
+        assert!(inbox.take_work());
+        assert!(!inbox.take_work(), "taken once");
+        assert!(inbox.announce_park());
+        tx.nudge();
+        assert!(!inbox.bell.parked.load(Ordering::SeqCst), "rung");
+        assert_eq!(tx.doorbell_rings(), 1);
     }
 
     #[test]

@@ -18,21 +18,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::acks::{Ack, PendingAcks, Released};
-use crate::commit::{kind_of, Commit, OwnedOps, Written};
+use crate::commit::{kind_of, Commit, CommitState, LogHalf, OwnedOps, Written};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{Inbox, Request, Responder};
 use crate::io::{IoDone, Storage};
-use crate::memtable::{EntryRef, GarbageCollector, Memtable, MemtableWriter};
+use crate::memtable::{EntryRef, GarbageCollector, Memtable};
 use crate::runtime::event_loop::{Reactor, Turn};
 use crate::stats::{OpKind, ShardStats, Stall};
 use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
 use crate::wal::reader::RecoveryReport;
-use crate::wal::record::Ops;
-use crate::wal::{DirectWal, MappedWal, Urgency, WalError, WalProgress, WalWriter};
-
-use crate::commit::GC_QUEUE_MAX;
+use crate::wal::{DirectWal, MappedWal, Urgency, WalError, WalProgress};
 
 /// Keys collected per turn, at most.
 const GC_PER_TURN: usize = 256;
@@ -47,15 +44,22 @@ pub enum ShardLog<S: Storage> {
         /// The commit lock, over the other half.
         commit: Arc<Commit>,
     },
-    /// `Sync`: the shard writes every group.
+    /// `Sync`: callers stage records in the open group under the commit lock; the shard
+    /// writes the groups durably, keeps the files and acknowledges.
     Direct {
-        /// The writer.
+        /// The shard thread's half.
         wal: DirectWal<S>,
-        /// The timestamp the next write gets (in LSN order).
-        next_ts: Ts,
-        /// The memtable's writer (the shard thread is the only one in `Sync`).
-        memtable: MemtableWriter,
+        /// The commit lock, over the other half.
+        commit: Arc<Commit>,
     },
+}
+
+impl<S: Storage> ShardLog<S> {
+    fn commit(&self) -> &Arc<Commit> {
+        match self {
+            ShardLog::Mapped { commit, .. } | ShardLog::Direct { commit, .. } => commit,
+        }
+    }
 }
 
 /// One shard.
@@ -128,9 +132,7 @@ impl<S: Storage> Shard<S> {
                 let _ = reply.try_send(self.snapshot_stats());
             }
             Request::Shutdown { done } => {
-                if let ShardLog::Mapped { commit, .. } = &self.log {
-                    commit.close(); // callers' writes answer `Closed` from here
-                }
+                self.log.commit().close(); // callers' writes answer `Closed` from here
                 self.shutdown = Some(done);
             }
         }
@@ -152,71 +154,64 @@ impl<S: Storage> Shard<S> {
         }
     }
 
-    /// Places one WAL record for `ops` and applies them to the memtable (in `Sync`, invisible
-    /// until the record is durable).
+    /// Places one WAL record for a write sent to the shard (in `Normal`/`Async` because it did
+    /// not fit the active segment; in `Sync` because it did not fit the open group, or a
+    /// caller sent it), making room first when needed.
     fn write(&mut self, io: &mut S, ops: OwnedOps, ack: Ack) {
         let now = ack.started;
         if self.poisoned.is_some() {
             return self.ack(ack, Err(Error::Poisoned { shard: self.config.shard_id }), now);
         }
-        let placed = match &mut self.log {
-            ShardLog::Mapped { wal, commit } => {
-                let mut state = commit.lock();
-                let mut written = commit.apply(&mut state, ops.as_ops());
-                let mut failed = None;
-                if let Written::Full = written {
-                    // The shard's part of a caller's write: roll over, then apply.
-                    written = match wal.roll_over(io, &mut state.log) {
-                        Ok(()) => match commit.apply(&mut state, ops.as_ops()) {
-                            Written::Full => Written::Done(Err(Error::LimitExceeded {
-                                what: "WAL record bytes",
-                                actual: ops.as_ops().record_bytes() as u64,
-                                max: wal.segment_bytes(),
-                            })),
-                            done => done,
-                        },
-                        Err(WalError::Rejected(e)) => Written::Done(Err(e)),
-                        Err(WalError::Poisoned(e)) => {
-                            let r = Err(e.duplicate());
-                            failed = Some(e);
-                            Written::Done(r)
-                        }
-                    };
+        let commit = self.log.commit().clone();
+        let mut state = commit.lock();
+        // Staged writes have lower LSNs than this one: theirs are held first.
+        self.take_waiting(&mut state);
+        let mut written = commit.apply(&mut state, ops.as_ops());
+        let mut failed = None;
+        if let Written::Full = written {
+            // The shard's part of a caller's write: make room, then place it.
+            let room = match (&mut self.log, &mut state.log) {
+                (ShardLog::Mapped { wal, .. }, LogHalf::Mapped(log)) => wal.roll_over(io, log),
+                (ShardLog::Direct { wal, .. }, LogHalf::Direct(log)) => {
+                    wal.make_room(io, log, ops.as_ops().record_bytes())
                 }
-                commit.note_gc(&state);
-                drop(state);
-                let Written::Done(result) = written else { return }; // not after a roll-over
-                self.ack(ack, result, now);
-                if let Some(e) = failed {
-                    self.poison(e, now);
+                _ => Err(WalError::Rejected(Error::Closed)),
+            };
+            written = match room {
+                Ok(()) => match commit.apply(&mut state, ops.as_ops()) {
+                    Written::Full => Written::Done(Err(Error::LimitExceeded {
+                        what: "WAL record bytes",
+                        actual: ops.as_ops().record_bytes() as u64,
+                        max: self.config.wal_segment_bytes,
+                    })),
+                    placed => placed,
+                },
+                Err(WalError::Rejected(e)) => Written::Done(Err(e)),
+                Err(WalError::Poisoned(e)) => {
+                    let r = Err(e.duplicate());
+                    failed = Some(e);
+                    Written::Done(r)
                 }
-                return;
-            }
-            ShardLog::Direct { wal, next_ts, memtable } => {
-                let ts = *next_ts;
-                let owned = match &ops {
-                    OwnedOps::One(op) => std::slice::from_ref(op),
-                    OwnedOps::Many(ops) => ops.as_slice(),
-                };
-                match wal.append(io, ts, owned) {
-                    Ok(lsn) => {
-                        *next_ts = ts.next();
-                        apply(memtable, &mut self.gc_queue, ts, ops.as_ops());
-                        Ok((lsn, ts))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        let (lsn, ts) = match placed {
-            Ok(placed) => placed,
-            Err(WalError::Rejected(e)) => return self.ack(ack, Err(e), now),
-            Err(WalError::Poisoned(e)) => {
-                self.ack(ack, Err(e.duplicate()), now);
-                return self.poison(e, now);
-            }
-        };
-        self.acks.push_write(lsn, ts, ack);
+            };
+        }
+        commit.note_gc(&state);
+        drop(state);
+        match written {
+            Written::Staged { lsn, ts } => self.acks.push_write(lsn, ts, ack),
+            Written::Done(result) => self.ack(ack, result, now),
+            Written::Full => {} // not after making room
+        }
+        if let Some(e) = failed {
+            self.poison(e, now);
+        }
+    }
+
+    /// `Sync`: holds the acknowledgements of the writes callers staged, in LSN order.
+    fn take_waiting(&mut self, state: &mut CommitState) {
+        for w in state.take_waiting() {
+            let ack = Ack { done: w.done, kind: w.kind, started: w.started };
+            self.acks.push_write(w.lsn, w.ts, ack);
+        }
     }
 
     fn sync(&mut self, ack: Ack) {
@@ -231,9 +226,11 @@ impl<S: Storage> Shard<S> {
 
     /// How far the log has come.
     fn progress(&self) -> WalProgress {
-        match &self.log {
-            ShardLog::Mapped { commit, .. } => commit.lock().log.progress(),
-            ShardLog::Direct { wal, .. } => wal.progress(),
+        let state = self.log.commit().lock();
+        match (&self.log, &state.log) {
+            (ShardLog::Mapped { .. }, LogHalf::Mapped(log)) => log.progress(),
+            (ShardLog::Direct { wal, .. }, LogHalf::Direct(log)) => wal.progress(log),
+            _ => WalProgress::default(),
         }
     }
 
@@ -272,14 +269,13 @@ impl<S: Storage> Shard<S> {
             "shard {} poisoned, rejecting writes until reopened: {err}",
             self.config.shard_id
         );
-        match &self.log {
-            // Under the lock: no caller's write is placed after this.
-            ShardLog::Mapped { commit, .. } => {
-                let _state = commit.lock();
-                self.view.poison();
-            }
-            ShardLog::Direct { .. } => self.view.poison(),
-        }
+        // Under the lock: no caller's write is placed after this, and what callers staged is
+        // answered with the error.
+        let commit = self.log.commit().clone();
+        let mut state = commit.lock();
+        self.view.poison();
+        self.take_waiting(&mut state);
+        drop(state);
         let waiting = self.acks.take_all();
         self.ack_all(waiting, &Err(err.duplicate()), now);
         self.poisoned = Some(err);
@@ -294,9 +290,10 @@ impl<S: Storage> Shard<S> {
                 continue; // the storage took care of the memory; nothing else matters now
             }
             let result = match &mut self.log {
-                ShardLog::Mapped { wal, commit } => {
-                    wal.on_completion(io, &mut commit.lock().log, done)
-                }
+                ShardLog::Mapped { wal, commit } => match &mut commit.lock().log {
+                    LogHalf::Mapped(log) => wal.on_completion(io, log, done),
+                    LogHalf::Direct(_) => Ok(()),
+                },
                 ShardLog::Direct { wal, .. } => wal.on_completion(io, done),
             };
             if let Err(e) = result {
@@ -315,24 +312,29 @@ impl<S: Storage> Shard<S> {
         let closing = self.shutdown.is_some() && !self.claim_failed;
         let urgency = Urgency { sync_now: self.acks.has_syncs() || closing, claim_now: closing };
         let mut full = Vec::new();
-        let submitted = match &mut self.log {
-            ShardLog::Mapped { wal, commit } => {
-                let due = self.due.is_none_or(|due| now >= due);
-                if !(asked || due || closing || urgency.sync_now || commit.has_queued()) {
-                    return;
-                }
-                let mut state = commit.lock();
-                // Requests queued for a lock holder that has gone: the shard applies them.
-                commit.combine(&mut state, |ops, done| full.push((ops, done)));
-                let r = wal.submit(io, &mut state.log, now, urgency);
-                self.due = wal.next_deadline(&state.log);
+        let due = self.due.is_none_or(|due| now >= due);
+        let commit = self.log.commit().clone();
+        if !(asked || due || closing || urgency.sync_now || commit.has_queued()) {
+            return;
+        }
+        let mut state = commit.lock();
+        // Requests queued for a lock holder that has gone: the shard places them.
+        commit.combine(&mut state, |ops, done| full.push((ops, done)));
+        self.take_waiting(&mut state);
+        let submitted = match (&mut self.log, &mut state.log) {
+            (ShardLog::Mapped { wal, .. }, LogHalf::Mapped(log)) => {
+                let r = wal.submit(io, log, now, urgency);
+                self.due = wal.next_deadline(log);
                 r
             }
-            ShardLog::Direct { wal, .. } => {
-                wal.publish(io);
-                wal.submit(io, now, urgency)
+            (ShardLog::Direct { wal, .. }, LogHalf::Direct(log)) => {
+                let r = wal.submit(io, log, now, urgency);
+                self.due = wal.next_deadline(log);
+                r
             }
+            _ => Ok(()),
         };
+        drop(state);
         for (ops, done) in full {
             let kind = kind_of(ops.as_ops());
             self.write(io, ops, Ack { done, kind, started: now });
@@ -348,12 +350,11 @@ impl<S: Storage> Shard<S> {
     }
 
     fn collect_garbage(&mut self) -> bool {
-        if let ShardLog::Mapped { commit, .. } = &self.log {
-            if commit.gc_pending() > 0 {
-                let mut state = commit.lock();
-                state.take_gc(&mut self.gc_queue);
-                commit.note_gc(&state);
-            }
+        let commit = self.log.commit();
+        if commit.gc_pending() > 0 {
+            let mut state = commit.lock();
+            state.take_gc(&mut self.gc_queue);
+            commit.note_gc(&state);
         }
         let Some(&(_, first)) = self.gc_queue.front() else { return false };
         let watermark = self.view.gc_watermark();
@@ -374,14 +375,14 @@ impl<S: Storage> Shard<S> {
 
     fn snapshot_stats(&self) -> ShardStats {
         let mut s = self.stats.clone();
-        match &self.log {
-            ShardLog::Mapped { commit, .. } => {
-                let state = commit.lock();
-                s.set_wal(state.log.counters());
-                s.add_ops(&state.stats);
-            }
-            ShardLog::Direct { wal, .. } => s.set_wal(wal.counters()),
+        let state = self.log.commit().lock();
+        match (&self.log, &state.log) {
+            (ShardLog::Direct { wal, .. }, _) => s.set_wal(wal.counters()),
+            (_, LogHalf::Mapped(log)) => s.set_wal(log.counters()),
+            _ => {}
         }
+        s.add_ops(&state.stats);
+        drop(state);
         s.memtable_bytes = self.memtable.approx_bytes() as u64;
         s.memtable_versions = self.memtable.version_count() as u64;
         s
@@ -403,7 +404,14 @@ impl<S: Storage> Shard<S> {
     fn wal_idle(&self) -> bool {
         match &self.log {
             ShardLog::Mapped { wal, .. } => wal.is_idle(),
-            ShardLog::Direct { wal, .. } => wal.is_idle(),
+            ShardLog::Direct { wal, commit } => {
+                let state = commit.lock();
+                let staged = match &state.log {
+                    LogHalf::Direct(log) => !wal.is_idle(log),
+                    LogHalf::Mapped(_) => false,
+                };
+                !staged && state.waiting_is_empty()
+            }
         }
     }
 
@@ -477,25 +485,10 @@ impl<S: Storage> Shard<S> {
     }
 }
 
-/// `Sync`: copies the writes into the memtable, invisible until the shard publishes `ts`.
-fn apply(memtable: &mut MemtableWriter, gc: &mut VecDeque<(EntryRef, Ts)>, ts: Ts, ops: Ops<'_>) {
-    ops.each(|op| {
-        // An overwritten key's older versions are collected later; the queue is bounded (past
-        // it, old versions wait for the key's next overwrite).
-        if let Some(older) = memtable.insert(op.key(), ts, op.value()) {
-            if gc.len() < GC_QUEUE_MAX {
-                gc.push_back((older, ts));
-            }
-        }
-    });
-}
-
 impl<S: Storage> Shard<S> {
     /// Refuses callers' writes from now on (a stop, or a shard dropped after a panic).
     fn close_commit(&self) {
-        if let ShardLog::Mapped { commit, .. } = &self.log {
-            commit.close();
-        }
+        self.log.commit().close();
     }
 }
 
@@ -509,15 +502,14 @@ impl<S: Storage> Reactor<S> for Shard<S> {
     fn turn(&mut self, io: &mut S, inbox: &Inbox) -> Turn {
         let start = io.now();
         self.stats.turns += 1;
-        let mut worked = self.handle_completions(io, start);
+        // Callers that staged records (`Sync`) nudged us: they wait for our next submission.
+        let nudged = inbox.take_work();
+        let mut worked = self.handle_completions(io, start) || nudged;
         let after_completions = io.now();
         let drained = self.drain(io, inbox, after_completions);
         self.stats.record_drain(drained);
         worked |= drained > 0;
         let after_ingress = if drained > 0 { io.now() } else { after_completions };
-        if let ShardLog::Direct { wal, .. } = &mut self.log {
-            wal.publish(io);
-        }
         self.settle(after_ingress);
         self.submit_io(io, after_ingress, worked);
         worked |= self.collect_garbage();
@@ -549,10 +541,7 @@ impl<S: Storage> Reactor<S> for Shard<S> {
         if self.poisoned.is_some() {
             return None;
         }
-        match &self.log {
-            ShardLog::Mapped { .. } => self.due,
-            ShardLog::Direct { wal, .. } => wal.next_deadline(),
-        }
+        self.due
     }
 
     fn on_loop_error(&mut self, err: Error) {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
-use crate::commit::{Commit, OwnedOps, Written};
+use crate::commit::{Commit, LogHalf, OwnedOps, Written};
 use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Responder, WaitPolicy};
@@ -36,7 +36,7 @@ use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
 use crate::wal::record::Record;
 use crate::wal::record::{OpRef, Ops};
-use crate::wal::{DirectWal, MappedWal, WalError, WalOptions, WalWriter};
+use crate::wal::{DirectWal, MappedWal, WalError, WalOptions};
 use std::ops::Bound;
 
 /// What a shard found while starting, for the environment report.
@@ -67,8 +67,8 @@ const SYNC_WRITE_SPIN: Duration = Duration::from_millis(1);
 /// Caller-side handle to a running shard. `Send + Sync`: every caller thread uses it.
 pub struct ShardHandle {
     view: Arc<ShardView>,
-    /// `Normal`/`Async`: the commit lock callers write under.
-    commit: Option<Arc<Commit>>,
+    /// The commit lock callers write under (`Normal`/`Async`: they apply; `Sync`: they stage).
+    commit: Arc<Commit>,
     sender: IngressSender,
     report: StartReport,
     mode: WalSyncMode,
@@ -182,10 +182,13 @@ impl ShardHandle {
     /// and value straight from `op` into the log and the memtable.
     pub fn write(&self, op: OpRef<'_>) -> Result<()> {
         self.refuse_if_poisoned()?;
-        if let Some(commit) = &self.commit {
-            if let Written::Done(result) = commit.write(Ops::One(op), &|req| self.forward(req)) {
-                return result;
-            }
+        if self.mode == WalSyncMode::Sync {
+            let mut ticket = Ticket::new(1);
+            self.stage(Ops::One(op), ticket.responder(self, true));
+            return ticket.wait();
+        }
+        if let Written::Done(result) = self.commit.write(Ops::One(op), &|req| self.forward(req)) {
+            return result;
         }
         let mut ticket = Ticket::new(1);
         self.send(OwnedOps::One(op.to_write_op()).into_request(ticket.responder(self, true)))?;
@@ -194,28 +197,39 @@ impl ShardHandle {
 
     /// Applies one shard's part of a batch (atomic on this shard); `ticket` collects the reply.
     /// In `Normal`/`Async` the calling thread applies it before this returns (unless the
-    /// segment is full); in `Sync` it is sent. A refused send answers its part `Closed`.
+    /// segment is full); in `Sync` it stages it in the open group. A refused send answers its
+    /// part `Closed`.
     pub fn submit_batch(&self, ops: &[OpRef<'_>], ticket: &mut Ticket) {
         let done = ticket.responder(self, true);
         if self.view.is_poisoned() {
             return done.complete(Err(Error::Poisoned { shard: self.id() }));
         }
-        if let Some(commit) = &self.commit {
-            if let Written::Done(result) = commit.write(Ops::Refs(ops), &|req| self.forward(req)) {
-                return done.complete(result);
-            }
+        if self.mode == WalSyncMode::Sync {
+            return self.stage(Ops::Refs(ops), done);
+        }
+        if let Written::Done(result) = self.commit.write(Ops::Refs(ops), &|req| self.forward(req)) {
+            return done.complete(result);
         }
         let owned = ops.iter().map(|op| op.to_write_op()).collect();
         let _ = self.send(OwnedOps::Many(owned).into_request(done));
     }
 
-    /// True when a batch part of `ops` operations is better applied by the shard thread than
+    /// `Sync`: stages `ops` in the open group under the commit lock (or sends them when they
+    /// do not fit) and wakes the shard, which answers `done` once the group is durable.
+    fn stage(&self, ops: Ops<'_>, done: Responder) {
+        match self.commit.stage(ops, done, &|req| self.forward(req)) {
+            Ok(()) => self.sender.nudge(),
+            Err(done) => {
+                let _ = self.send(OwnedOps::copy(ops).into_request(done));
+            }
+        }
+    }
+
+    /// True when a batch part of `ops` operations is better placed by the shard thread than
     /// by the caller: it is at least `OFFLOAD_BATCH_OPS` long and the shard is pinned to a CPU
-    /// other than the one the caller runs on, so the two apply parts at the same time
-    /// (`Normal`/`Async`; in `Sync` every part goes to the shard anyway). ADR 0003.
+    /// other than the one the caller runs on, so the two place parts at the same time. ADR 0003.
     pub fn offloads(&self, ops: usize) -> bool {
-        self.commit.is_some()
-            && ops >= OFFLOAD_BATCH_OPS
+        ops >= OFFLOAD_BATCH_OPS
             && matches!((self.report.pinned_cpu, sys::current_cpu()), (Some(s), Some(c)) if s != c)
     }
 
@@ -360,8 +374,8 @@ type Ready = crossbeam_channel::Sender<Result<Opened>>;
 pub(crate) struct Opened {
     /// The published read view.
     pub view: Arc<ShardView>,
-    /// `Normal`/`Async`: the commit lock.
-    pub commit: Option<Arc<Commit>>,
+    /// The commit lock.
+    pub commit: Arc<Commit>,
     /// What the start-up found.
     pub report: StartReport,
 }
@@ -442,19 +456,22 @@ pub(crate) fn open<S: Storage + 'static>(
     let next_ts = replayed.last_ts.next();
     let (log, commit) = match config.wal_sync_mode {
         WalSyncMode::Sync => {
-            let mut wal = DirectWal::new(wal_options(config), &replayed, io.now());
-            if let Err(e) = wal.prepare(io) {
+            let (mut wal, mut direct) = DirectWal::new(wal_options(config), &replayed, io.now());
+            if let Err(e) = wal.prepare(io, &mut direct) {
                 return Err(first_segment_error(io, config, e));
             }
-            (ShardLog::Direct { wal, next_ts, memtable: writer }, None)
+            let half = LogHalf::Direct(direct);
+            let commit = Arc::new(Commit::new(half, next_ts, writer, view.clone()));
+            (ShardLog::Direct { wal, commit: commit.clone() }, commit)
         }
         WalSyncMode::Normal | WalSyncMode::Async => {
             let (mut wal, mut mapped) = MappedWal::new(wal_options(config), &replayed, io.now());
             if let Err(e) = wal.prepare(io, &mut mapped) {
                 return Err(first_segment_error(io, config, e));
             }
-            let commit = Arc::new(Commit::new(mapped, next_ts, writer, view.clone()));
-            (ShardLog::Mapped { wal, commit: commit.clone() }, Some(commit))
+            let half = LogHalf::Mapped(mapped);
+            let commit = Arc::new(Commit::new(half, next_ts, writer, view.clone()));
+            (ShardLog::Mapped { wal, commit: commit.clone() }, commit)
         }
     };
     let report = StartReport {

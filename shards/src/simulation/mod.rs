@@ -107,7 +107,7 @@ struct Live {
     inbox: Inbox,
     done: Vec<IoDone>,
     /// `Normal`/`Async`: the commit lock the simulated callers write under.
-    commit: Option<Arc<Commit>>,
+    commit: Arc<Commit>,
 }
 
 /// A caller's request in flight.
@@ -460,13 +460,7 @@ impl Run {
             Err(ops) => OwnedOps::Many(ops),
         };
         let what = Sending::Write { send, keys };
-        let Some(commit) = live.commit.clone() else {
-            // `Sync`: through the queue, placed in the order sent.
-            let index = self.models[s].send(ops.as_ops().to_vec());
-            self.placed.insert(send, index);
-            live.sender.send(ops.into_request(done)).ok()?;
-            return Some(Outstanding { shard: s, completion, what, step: self.step });
-        };
+        let commit = live.commit.clone();
         // The model learns the order when the commit lock places it.
         let first = ops.as_ops().first_key().map_or(0, |k| k.as_ptr() as usize);
         self.unplaced[s].insert(first, (send, ops.as_ops().to_vec()));
@@ -475,19 +469,29 @@ impl Run {
         let forward = |req: Request| {
             let _ = sender.send(req);
         };
-        if path < 50 {
+        if path < 50 && self.mode == WalSyncMode::Sync {
+            // A caller that finds the lock free stages its record in the open group (and what
+            // is queued) itself, then nudges the shard; no room: it sends it.
+            match commit.stage(ops.as_ops(), done, &forward) {
+                Ok(()) => sender.nudge(),
+                Err(done) => forward(ops.into_request(done)),
+            }
+        } else if path < 50 {
             // A caller that finds the lock free: applies it (and whatever is queued) itself,
             // straight from its own buffers; the shard gets them when the segment is full.
             match commit.write(ops.as_ops(), &forward) {
                 Written::Done(result) => done.complete(result),
-                Written::Full => forward(ops.into_request(done)),
+                Written::Staged { .. } | Written::Full => forward(ops.into_request(done)),
             }
         } else if path < 80 {
             // A caller that finds the lock taken: the next holder (a caller or the shard)
-            // applies it.
-            if let Err(ops) = commit.enqueue(ops, done) {
-                self.log(|| format!("shard {s}: combining queue full for #{send}"));
-                drop(ops); // answered `Closed` by its dropped responder
+            // applies or stages it.
+            match commit.enqueue(ops, done) {
+                Ok(()) => sender.nudge(),
+                Err(ops) => {
+                    self.log(|| format!("shard {s}: combining queue full for #{send}"));
+                    drop(ops); // answered `Closed` by its dropped responder
+                }
             }
         } else {
             forward(ops.into_request(done));
@@ -498,7 +502,7 @@ impl Run {
 
     /// Moves the writes the commit lock of shard `s` placed into its model, in order.
     fn note_placed(&mut self, s: usize) {
-        let Some(commit) = self.live[s].as_ref().and_then(|l| l.commit.clone()) else { return };
+        let Some(commit) = self.live[s].as_ref().map(|l| l.commit.clone()) else { return };
         for first in commit.take_placed() {
             let Some((send, ops)) = self.unplaced[s].remove(&first) else { continue };
             let index = self.models[s].send(ops);

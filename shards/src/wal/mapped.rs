@@ -205,11 +205,6 @@ impl<S: Storage> MappedWal<S> {
         self.chain.opts().sync_interval
     }
 
-    /// The largest record a segment can take.
-    pub fn segment_bytes(&self) -> u64 {
-        self.chain.opts().segment_bytes
-    }
-
     /// Retires the active segment (queueing a sync of what it holds) and maps the next one.
     pub fn roll_over(&mut self, io: &mut S, log: &mut MappedLog) -> Result<(), WalError> {
         if let (Some(old), Some(mapped)) = (self.active.take(), log.active.take()) {

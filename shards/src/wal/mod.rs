@@ -6,8 +6,10 @@
 //!   whichever thread holds it (a caller's, usually: ADR 0003); a record in the shared mapping
 //!   survives a process crash. [`MappedWal`], on the shard thread, creates the segments and
 //!   fdatasyncs them through the ring on a timer.
-//! - `Sync`: [`DirectWal`] ([`WalWriter`]) writes each group from a sector-aligned buffer
-//!   with `O_DIRECT | O_DSYNC` through the ring; a group is durable when its write completes.
+//! - `Sync`: callers encode their records into the open group of [`DirectLog`] under the
+//!   commit lock; [`DirectWal`], on the shard thread, writes each group from its sector-aligned
+//!   buffer with `O_DIRECT | O_DSYNC` through the ring; a group is durable when its write
+//!   completes.
 //!
 //! Writers place records and report progress ([`WalProgress`]: staged, written, durable, and
 //! the newest durable claim written); they hold no acknowledgements: the shard acknowledges
@@ -32,18 +34,15 @@ mod mapped;
 #[path = "tests/recovery_cases.rs"]
 mod recovery_cases;
 
-pub use direct::DirectWal;
+pub use direct::{DirectLog, DirectWal};
 pub use mapped::{MappedLog, MappedWal};
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::WalSyncMode;
 use crate::error::Error;
-use crate::io::{IoDone, Storage};
-use crate::stats::WalCounters;
-use crate::version::{Lsn, Ts};
-use record::WriteOp;
+use crate::version::Lsn;
 
 /// `user_data` tag (top byte) of a WAL group write.
 pub const TOKEN_WAL_WRITE: u64 = 1 << 56;
@@ -125,28 +124,4 @@ pub struct Urgency {
     pub sync_now: bool,
     /// The shard is closing: write a durable claim for everything durable now, not later.
     pub claim_now: bool,
-}
-
-/// The `Sync` writer's interface, as the shard drives it.
-pub trait WalWriter<S: Storage> {
-    /// Creates (or reopens) the segment the next record goes to, so a disk without room for a
-    /// segment fails at open rather than at the first write.
-    fn prepare(&mut self, io: &mut S) -> Result<(), WalError>;
-    /// Places a WRITE record for `ops` at timestamp `ts` and returns its LSN.
-    fn append(&mut self, io: &mut S, ts: Ts, ops: &[WriteOp]) -> Result<Lsn, WalError>;
-    /// Copies placed records out of the process, where the mode does that on the loop
-    /// (`Normal`/`Async`: into the mapping); nothing for `Sync`.
-    fn publish(&mut self, io: &mut S);
-    /// Submits the I/O that is due: group writes, timed or urgent syncs, durable claims.
-    fn submit(&mut self, io: &mut S, now: Instant, urgency: Urgency) -> Result<(), WalError>;
-    /// Handles a finished operation of this writer.
-    fn on_completion(&mut self, io: &mut S, done: IoDone) -> Result<(), WalError>;
-    /// How far the log has come.
-    fn progress(&self) -> WalProgress;
-    /// The next time something is due (a timed sync or claim), if any.
-    fn next_deadline(&self) -> Option<Instant>;
-    /// Nothing placed but unwritten, nothing queued, nothing in flight.
-    fn is_idle(&self) -> bool;
-    /// Traffic counters.
-    fn counters(&self) -> &WalCounters;
 }
