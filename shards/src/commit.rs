@@ -1,11 +1,18 @@
 //! The shard's commit lock: a caller thread does its own write's CPU work.
 //!
-//! For `Normal` and `Async` shards, a put, a delete or a one-shard batch never travels to the
-//! shard thread. The calling thread takes the shard's commit lock, assigns the record's LSN
-//! and timestamp, copies the record into the mapped WAL segment (from there it survives a
-//! process crash: the mode's promise), inserts it into the memtable, raises the visible
-//! watermark, and lets go. The shard thread keeps the I/O: fdatasync on its timer, segment
-//! rollover, garbage collection (ADR 0003, `docs/ARCHITECTURE.md` "Write path").
+//! A put, a delete or a one-shard batch never travels to the shard thread. The calling thread
+//! takes the shard's commit lock, assigns the record's LSN and timestamp, and encodes the
+//! record into the caller's half of the WAL ([`LogHalf`]):
+//!
+//! - `Normal`/`Async`: into the mapped segment (from there it survives a process crash: the
+//!   mode's promise); it inserts into the memtable, raises the visible watermark, lets go, and
+//!   returns;
+//! - `Sync`: into the open group's buffer; it inserts into the memtable (invisible), leaves its
+//!   responder ([`Waiter`]) for the shard, lets go, nudges the shard and waits: the shard
+//!   writes the group durably and answers.
+//!
+//! The shard thread keeps the I/O: durable group writes, fdatasync on its timer, segment
+//! rollover, garbage collection (ADR 0003, `docs/ARCHITECTURE.md` "The data path").
 //!
 //! Waiting for the lock: a caller tries it `COMMIT_SPIN_TRIES` times, spinning. Then it queues
 //! its request for whoever holds the lock (combining: the holder applies up to
@@ -14,9 +21,9 @@
 //! the lock itself: spinning, then yielding `COMMIT_YIELDS` times, then parking in slices of
 //! `COMMIT_PARK`. The shard thread also applies queued requests on every turn.
 //!
-//! When the active segment has no room for a record, nothing is copied: the request goes to
-//! the shard thread as a message ([`Written::Full`]), which rolls over and applies it, so a
-//! segment is created through the shard's storage, never on a caller's thread.
+//! When the active segment (or the open group) has no room for a record, nothing is copied:
+//! the request goes to the shard thread as a message ([`Written::Full`]), which makes room and
+//! places it, so a segment is created through the shard's storage, never on a caller's thread.
 //!
 //! Shared: one per shard, used by every caller thread and by the shard thread. Invariants:
 //! LSNs and timestamps are assigned, records copied and the watermark raised in one order,

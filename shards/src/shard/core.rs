@@ -2,11 +2,11 @@
 //! when their durability promise holds, syncs on a timer, collects old versions, keeps its
 //! statistics, and stops for good (poisoned) when a durable write fails.
 //!
-//! Shard-local: owned by the shard thread. In `Normal` and `Async`, callers write under the
-//! shard's commit lock themselves (`commit.rs`) and the shard takes the same lock for what it
-//! does to the log (syncs, claims, rollover, the writes sent to it when a segment is full); in
-//! `Sync`, callers send every write through the `Inbox`. Callers read the published
-//! `ShardView`. Generic over the storage, so the same code runs on the real disk
+//! Shard-local: owned by the shard thread. Callers write under the shard's commit lock
+//! themselves (`commit.rs`: applied in `Normal`/`Async`, staged in the open group in `Sync`)
+//! and the shard takes the same lock for what it does to the log (group writes, syncs, claims,
+//! rollover, the `Sync` acknowledgements callers left, the writes sent to it when there is no
+//! room). Callers read the published `ShardView`. Generic over the storage, so the same code runs on the real disk
 //! and in the simulation. Invariants, asserted in release builds: the WAL's progress is in
 //! order (`WalProgress::check`), acknowledgements leave in LSN order (`acks.rs`), and the
 //! visible timestamp never passes what the mode's promise covers: the shard publishes a
