@@ -304,6 +304,11 @@ impl CommitState {
             return Placed::Refused(Error::Poisoned { shard: view.shard_id() });
         }
         let ts = self.next_ts;
+        // A single write's memtable slot is fetched while its record is encoded.
+        let prepared = match ops {
+            Ops::One(op) => Some(self.memtable.prepare(op.key())),
+            Ops::Many(_) | Ops::Refs(_) => None,
+        };
         let Some(lsn) = self.log.append(ts, ops) else {
             return Placed::Full;
         };
@@ -312,7 +317,11 @@ impl CommitState {
         self.placed.push(ops.first_key().map_or(0, |k| k.as_ptr() as usize));
         let (memtable, gc) = (&mut self.memtable, &mut self.gc);
         ops.each(|op| {
-            if let Some(older) = memtable.insert(op.key(), ts, op.value()) {
+            let older = match prepared {
+                Some(p) => memtable.insert_prepared(p, op.key(), ts, op.value()),
+                None => memtable.insert(op.key(), ts, op.value()),
+            };
+            if let Some(older) = older {
                 if gc.len() < GC_QUEUE_MAX {
                     gc.push((older, ts));
                 }
@@ -366,6 +375,10 @@ pub struct Commit {
     queue_tx: Sender<Queued>,
     queue_rx: Receiver<Queued>,
     view: Arc<ShardView>,
+    /// Requests in the combining queue, as far as the holder needs to know: raised after a
+    /// send (before the sender's SeqCst fence), lowered after a receive. A holder that reads 0
+    /// skips the queue; a sender whose request it skipped finds the lock free after its fence.
+    queued: AtomicUsize,
     /// Keys queued for garbage collection (so the shard looks without taking the lock).
     gc_pending: AtomicUsize,
 }
@@ -390,6 +403,7 @@ impl Commit {
             queue_tx,
             queue_rx,
             view,
+            queued: AtomicUsize::new(0),
             gc_pending: AtomicUsize::new(0),
         }
     }
@@ -430,6 +444,7 @@ impl Commit {
             // Filled meanwhile: the copy is dropped unapplied (no one waits on its answer).
             return self.hold_own(self.lock(), ops, started, forward);
         }
+        self.queued.fetch_add(1, Ordering::SeqCst);
         // Either a holder sees the request after it lets go, or we see the lock free.
         fence(Ordering::SeqCst);
         let mut rounds: u32 = 0;
@@ -457,7 +472,9 @@ impl Commit {
     #[cfg(any(test, feature = "simulation"))]
     pub fn enqueue(&self, ops: OwnedOps, done: Responder) -> std::result::Result<(), OwnedOps> {
         let queued = Queued { ops, done, started: Some(Instant::now()) };
-        self.queue_tx.try_send(queued).map_err(|e| e.into_inner().ops)
+        self.queue_tx.try_send(queued).map_err(|e| e.into_inner().ops)?;
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn hold_own<'a>(
@@ -496,7 +513,10 @@ impl Commit {
         // Contended: whoever holds the lock, or the shard's next turn, stages a copy.
         let queued = Queued { ops: OwnedOps::copy(ops), done, started: Some(started) };
         match self.queue_tx.try_send(queued) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
             Err(e) => {
                 let Queued { done, .. } = e.into_inner();
                 match self.hold(self.lock(), Some(Own::Stage(ops, started, done)), forward) {
@@ -540,7 +560,7 @@ impl Commit {
             // A request queued while we let go: apply it, unless someone else holds the lock
             // now (that holder looks again when it lets go; waiters keep trying too).
             fence(Ordering::SeqCst);
-            if self.queue_rx.is_empty() {
+            if self.queued.load(Ordering::SeqCst) == 0 {
                 break;
             }
             match self.try_lock() {
@@ -555,7 +575,11 @@ impl Commit {
     /// not fit.
     pub fn combine(&self, state: &mut CommitState, mut full: impl FnMut(OwnedOps, Responder)) {
         for _ in 0..COMBINE_MAX {
+            if self.queued.load(Ordering::Relaxed) == 0 {
+                break;
+            }
             let Ok(queued) = self.queue_rx.try_recv() else { break };
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             if let Err((ops, done)) = state.apply_queued(&self.view, queued) {
                 full(ops, done);
             }
@@ -564,7 +588,7 @@ impl Commit {
 
     /// True when requests wait for a lock holder.
     pub fn has_queued(&self) -> bool {
-        !self.queue_rx.is_empty()
+        self.queued.load(Ordering::Relaxed) > 0 || !self.queue_rx.is_empty()
     }
 
     /// Keys queued for garbage collection, as of the last holder.
@@ -597,6 +621,7 @@ impl Commit {
     pub fn close(&self) {
         self.lock().close();
         while let Ok(queued) = self.queue_rx.try_recv() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             queued.done.complete(Err(Error::Closed));
         }
     }

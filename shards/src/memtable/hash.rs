@@ -95,8 +95,30 @@ impl<T: Keyed> HashIndex<T> {
         }
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
+    /// The hash `lookup_hashed` wants for `key`.
+    pub fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
+    }
+
+    /// Writer: starts loading the slot where the probe for `hash` begins, so a lookup a little
+    /// later finds it in cache (a new key's slot is a random one: a miss to memory otherwise).
+    ///
+    /// # Safety
+    /// Only the writer calls this (it reads the current table without pinning: only the writer
+    /// replaces tables).
+    pub unsafe fn prefetch(&self, hash: u64) {
+        // Safety: the caller is the writer, so the current table is not retired meanwhile.
+        let table = unsafe { self.table.load(Ordering::Relaxed, epoch::unprotected()).deref() };
+        let slot = &table.slots[hash as usize & table.mask];
+        #[cfg(target_arch = "x86_64")]
+        // Safety: a prefetch is a hint: it reads nothing into the program and cannot fault;
+        // SSE is part of every x86-64 target.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast::<i8>());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
     }
 
     /// Reader: the entry of `key`. The entry lives as long as its owner (the memtable).
@@ -107,7 +129,11 @@ impl<T: Keyed> HashIndex<T> {
     /// The entry of `key`, or the empty slot where the probe for it ended (for the writer,
     /// who can fill it without probing again: no one else inserts).
     pub fn lookup<'e>(&self, key: &[u8], guard: &Guard) -> Result<&'e T, Vacant> {
-        let hash = self.hash(key);
+        self.lookup_hashed(key, self.hash(key), guard)
+    }
+
+    /// `lookup` with `hash = self.hash(key)` already computed.
+    pub fn lookup_hashed<'e>(&self, key: &[u8], hash: u64, guard: &Guard) -> Result<&'e T, Vacant> {
         let table = self.table.load(Ordering::Acquire, guard);
         // Safety: pinned; a table is freed only after it was replaced and every thread pinned
         // then has unpinned. It is never null (`new` and `grow` store a table).

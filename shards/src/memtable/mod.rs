@@ -315,10 +315,36 @@ impl MemtableWriter {
     /// collection. Versions of a key arrive in increasing timestamp order (equal when a batch
     /// writes the same key twice: the later write wins).
     pub fn insert(&mut self, key: &[u8], ts: Ts, value: Option<&[u8]>) -> Option<EntryRef> {
+        let prepared = Prepared { hash: self.table.points.hash(key) };
+        self.insert_prepared(prepared, key, ts, value)
+    }
+
+    /// Starts loading what inserting `key` will touch first, so that work done meanwhile (the
+    /// WAL record's encoding) overlaps the memory access; pass the result to
+    /// `insert_prepared`.
+    pub fn prepare(&mut self, key: &[u8]) -> Prepared {
+        let hash = self.table.points.hash(key);
+        // Safety: `MemtableWriter` is the memtable's only writer (see `insert`).
+        #[allow(unsafe_code)]
+        unsafe {
+            self.table.points.prefetch(hash);
+        }
+        Prepared { hash }
+    }
+
+    /// `insert`, for a key `prepare` was called for.
+    pub fn insert_prepared(
+        &mut self,
+        prepared: Prepared,
+        key: &[u8],
+        ts: Ts,
+        value: Option<&[u8]>,
+    ) -> Option<EntryRef> {
         debug_assert!(ts >= Ts::FIRST);
+        debug_assert_eq!(prepared.hash, self.table.points.hash(key), "prepared for another key");
         let t = &self.table;
         let mut bytes = value.map_or(0, <[u8]>::len) + VERSION_OVERHEAD_BYTES;
-        let older = match t.points.lookup(key, &pin()) {
+        let older = match t.points.lookup_hashed(key, prepared.hash, &pin()) {
             Ok(entry) => {
                 entry.versions.push(ts, value);
                 Some(EntryRef { table: t.id, entry: NonNull::from(entry) })
@@ -343,6 +369,12 @@ impl MemtableWriter {
         t.versions.fetch_add(1, AtomicOrdering::Relaxed);
         older
     }
+}
+
+/// A key's hash, computed (and its hash slot prefetched) ahead of its insert.
+#[derive(Clone, Copy, Debug)]
+pub struct Prepared {
+    hash: u64,
 }
 
 /// A key of one memtable, for its garbage collector: cheaper to queue than a copy of the key.
