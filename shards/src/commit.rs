@@ -40,8 +40,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::ingress::{Completion, Request, Responder};
-use crate::memtable::EntryRef;
 use crate::memtable::MemtableWriter;
+use crate::memtable::{self, EntryRef};
 use crate::stats::{OpKind, ShardStats};
 use crate::version::Lsn;
 use crate::version::Ts;
@@ -187,6 +187,8 @@ pub struct CommitState {
     pub log: LogHalf,
     /// `Sync`: staged writes waiting for the shard to take them over, in LSN order.
     waiting: Vec<Waiter>,
+    /// Reused by `place`: a batch's keys, prepared.
+    prepared: Vec<memtable::Prepared>,
     /// The timestamp the next write gets.
     next_ts: Ts,
     memtable: MemtableWriter,
@@ -201,6 +203,14 @@ pub struct CommitState {
     /// first key (unique among requests in flight).
     #[cfg(any(test, feature = "simulation"))]
     placed: Vec<usize>,
+}
+
+/// What `place` prepared in the memtable for a write's keys.
+enum Prepared {
+    /// One write.
+    One(memtable::Prepared),
+    /// A batch: one per operation, in `CommitState::prepared`.
+    Many,
 }
 
 /// Where `place` put a write.
@@ -304,10 +314,17 @@ impl CommitState {
             return Placed::Refused(Error::Poisoned { shard: view.shard_id() });
         }
         let ts = self.next_ts;
-        // A single write's memtable slot is fetched while its record is encoded.
+        // The memtable slots the writes go to are fetched while the record is encoded (a
+        // batch's all at once: the misses overlap).
+        let memtable = &mut self.memtable;
         let prepared = match ops {
-            Ops::One(op) => Some(self.memtable.prepare(op.key())),
-            Ops::Many(_) | Ops::Refs(_) => None,
+            Ops::One(op) => Prepared::One(memtable.prepare(op.key())),
+            ops => {
+                let hints = &mut self.prepared;
+                hints.clear();
+                ops.each(|op| hints.push(memtable.prepare(op.key())));
+                Prepared::Many
+            }
         };
         let Some(lsn) = self.log.append(ts, ops) else {
             return Placed::Full;
@@ -316,8 +333,13 @@ impl CommitState {
         #[cfg(any(test, feature = "simulation"))]
         self.placed.push(ops.first_key().map_or(0, |k| k.as_ptr() as usize));
         let (memtable, gc) = (&mut self.memtable, &mut self.gc);
+        let mut hints = self.prepared.iter();
         ops.each(|op| {
-            let older = match prepared {
+            let hint = match prepared {
+                Prepared::One(p) => Some(p),
+                Prepared::Many => hints.next().copied(),
+            };
+            let older = match hint {
                 Some(p) => memtable.insert_prepared(p, op.key(), ts, op.value()),
                 None => memtable.insert(op.key(), ts, op.value()),
             };
@@ -390,6 +412,7 @@ impl Commit {
         let state = CommitState {
             log,
             waiting: Vec::new(),
+            prepared: Vec::new(),
             next_ts,
             memtable,
             gc: Vec::new(),
