@@ -32,7 +32,7 @@
 //! thread takes it, so that would deadlock).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -401,6 +401,8 @@ pub struct Commit {
     /// send (before the sender's SeqCst fence), lowered after a receive. A holder that reads 0
     /// skips the queue; a sender whose request it skipped finds the lock free after its fence.
     queued: AtomicUsize,
+    /// Set by `close` (then under the lock too): writes are refused from now on.
+    closed: AtomicBool,
     /// Keys queued for garbage collection (so the shard looks without taking the lock).
     gc_pending: AtomicUsize,
 }
@@ -427,22 +429,31 @@ impl Commit {
             queue_rx,
             view,
             queued: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             gc_pending: AtomicUsize::new(0),
         }
     }
 
-    /// Shard-side: takes the lock, blocking. A panic that poisoned the mutex left the shard
-    /// poisoned too (writes are refused), so the state is still safe to look at.
+    /// Shard-side: takes the lock, blocking. A panic that poisoned the mutex poisons the shard
+    /// (writes are refused from then on), so the state is still safe to look at.
     pub fn lock(&self) -> MutexGuard<'_, CommitState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| self.poisoned(p.into_inner()))
     }
 
     fn try_lock(&self) -> Option<MutexGuard<'_, CommitState>> {
         match self.state.try_lock() {
             Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::Poisoned(p)) => Some(self.poisoned(p.into_inner())),
             Err(TryLockError::WouldBlock) => None,
         }
+    }
+
+    /// A thread panicked holding the lock (a bug): what it was placing may be half in the
+    /// memtable, so the shard refuses writes from now on (its view is poisoned: `place`
+    /// refuses, and nothing more is published).
+    fn poisoned<'a>(&self, guard: MutexGuard<'a, CommitState>) -> MutexGuard<'a, CommitState> {
+        self.view.poison();
+        guard
     }
 
     /// Caller-side: applies one record's operations on the calling thread (or has the lock
@@ -463,11 +474,10 @@ impl Commit {
         let completion = Arc::new(Completion::new(1));
         let queued =
             Queued { ops: OwnedOps::copy(ops), done: Responder::new(completion.clone()), started };
-        if self.queue_tx.try_send(queued).is_err() {
+        if self.send_queued(queued).is_err() {
             // Filled meanwhile: the copy is dropped unapplied (no one waits on its answer).
             return self.hold_own(self.lock(), ops, started, forward);
         }
-        self.queued.fetch_add(1, Ordering::SeqCst);
         // Either a holder sees the request after it lets go, or we see the lock free.
         fence(Ordering::SeqCst);
         let mut rounds: u32 = 0;
@@ -495,9 +505,17 @@ impl Commit {
     #[cfg(any(test, feature = "simulation"))]
     pub fn enqueue(&self, ops: OwnedOps, done: Responder) -> std::result::Result<(), OwnedOps> {
         let queued = Queued { ops, done, started: Some(Instant::now()) };
-        self.queue_tx.try_send(queued).map_err(|e| e.into_inner().ops)?;
+        self.send_queued(queued).map_err(|q| q.ops)
+    }
+
+    /// Queues a request for the lock holder. The count is raised first, so it never falls
+    /// below what the channel holds (a holder that reads 0 has nothing to miss).
+    fn send_queued(&self, queued: Queued) -> std::result::Result<(), Queued> {
         self.queued.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        self.queue_tx.try_send(queued).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            e.into_inner()
+        })
     }
 
     fn hold_own<'a>(
@@ -535,13 +553,17 @@ impl Commit {
         }
         // Contended: whoever holds the lock, or the shard's next turn, stages a copy.
         let queued = Queued { ops: OwnedOps::copy(ops), done, started: Some(started) };
-        match self.queue_tx.try_send(queued) {
+        match self.send_queued(queued) {
             Ok(()) => {
-                self.queued.fetch_add(1, Ordering::SeqCst);
+                // A shard that closed meanwhile will take nothing more from the queue: answer
+                // what is left ourselves (`close` sets the flag before it drains).
+                fence(Ordering::SeqCst);
+                if self.closed.load(Ordering::SeqCst) {
+                    drop(self.hold(self.lock(), None, forward));
+                }
                 Ok(())
             }
-            Err(e) => {
-                let Queued { done, .. } = e.into_inner();
+            Err(Queued { done, .. }) => {
                 match self.hold(self.lock(), Some(Own::Stage(ops, started, done)), forward) {
                     Some(Held::Full(done)) => Err(done),
                     _ => Ok(()),
@@ -641,11 +663,40 @@ impl Commit {
     }
 
     /// Shard-side: refuses writes from now on and answers every queued request `Closed`.
+    /// Writes already staged (`Sync`) are still the shard's to acknowledge once durable.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         self.lock().close();
+        self.drain_queue(&Error::Closed);
+    }
+
+    /// Shard-side, when the shard thread ends for good (a stop, or a panic): refuses writes and
+    /// answers everything still waiting for it (queued requests and staged `Sync` writes) with
+    /// `err`, so no caller waits for a shard that is gone.
+    pub fn abandon(&self, err: &Error) {
+        self.closed.store(true, Ordering::SeqCst);
+        let mut state = self.lock();
+        state.close();
+        for waiter in state.take_waiting() {
+            waiter.done.complete(Err(err.duplicate()));
+        }
+        drop(state);
+        self.drain_queue(err);
+    }
+
+    /// Shard-side, when the shard is poisoned: answers the queued requests (the poisoned view
+    /// refuses them) and the staged writes with `err`.
+    pub fn refuse_waiting(&self, state: &mut CommitState, err: &Error) {
+        self.drain_queue(err);
+        for waiter in state.take_waiting() {
+            waiter.done.complete(Err(err.duplicate()));
+        }
+    }
+
+    fn drain_queue(&self, err: &Error) {
         while let Ok(queued) = self.queue_rx.try_recv() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            queued.done.complete(Err(Error::Closed));
+            queued.done.complete(Err(err.duplicate()));
         }
     }
 }

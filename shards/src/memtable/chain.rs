@@ -132,7 +132,7 @@ impl Chain {
     }
 
     /// Reader: the newest version with a timestamp `<= snapshot`.
-    pub fn visible<'g>(&self, snapshot: Ts, _guard: &'g Guard) -> Visible<'g> {
+    pub fn visible<'a>(&'a self, snapshot: Ts, _guard: &'a Guard) -> Visible<'a> {
         let mut cur = self.head.load(Ordering::Acquire);
         let mut newest_invisible = None;
         // Safety: the guard is pinned, and a version is freed only after it was unlinked and

@@ -21,6 +21,7 @@
 #![allow(unsafe_code)]
 
 use std::hash::BuildHasher;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
@@ -78,18 +79,21 @@ pub struct Vacant {
 }
 
 /// Key → entry, for entries owned elsewhere (see the module documentation).
-pub struct HashIndex<T> {
+pub struct HashIndex<T: 'static> {
     table: Atomic<Table<T>>,
+    /// Readers on other threads get `&T`: the index is `Send`/`Sync` only when `T: Sync`.
+    _shares: PhantomData<&'static T>,
     /// Entries stored (the writer's count).
     len: AtomicUsize,
     hasher: foldhash::fast::RandomState,
 }
 
-impl<T: Keyed> HashIndex<T> {
+impl<T: Keyed + 'static> HashIndex<T> {
     /// An empty index, with a hash seed of its own.
     pub fn new() -> Self {
         HashIndex {
             table: Atomic::new(Table::with_slots(INITIAL_SLOTS)),
+            _shares: PhantomData,
             len: AtomicUsize::new(0),
             hasher: foldhash::fast::RandomState::default(),
         }
@@ -121,14 +125,14 @@ impl<T: Keyed> HashIndex<T> {
         let _ = slot;
     }
 
-    /// Reader: the entry of `key`. The entry lives as long as its owner (the memtable).
-    pub fn get<'e>(&self, key: &[u8], guard: &Guard) -> Option<&'e T> {
+    /// Reader: the entry of `key` (the owner of the entries outlives the index).
+    pub fn get<'a>(&'a self, key: &[u8], guard: &Guard) -> Option<&'a T> {
         self.lookup(key, guard).ok()
     }
 
     /// The entry of `key`, or the empty slot where the probe for it ended (for the writer,
     /// who can fill it without probing again: no one else inserts).
-    pub fn lookup<'e>(&self, key: &[u8], guard: &Guard) -> Result<&'e T, Vacant> {
+    pub fn lookup<'a>(&'a self, key: &[u8], guard: &Guard) -> Result<&'a T, Vacant> {
         self.lookup_hashed(key, self.hash(key), guard)
     }
 
@@ -147,7 +151,7 @@ impl<T: Keyed> HashIndex<T> {
             }
             if slot.hash.load(Ordering::Relaxed) == hash {
                 // Safety: a stored pointer points to an entry the owner keeps alive for as long
-                // as this index exists (module invariants); the caller ties `'e` to the owner.
+                // as this index exists (module invariants), and `'a` borrows the index.
                 let entry = unsafe { &*entry };
                 if entry.key() == key {
                     return Ok(entry);
@@ -198,7 +202,7 @@ impl<T: Keyed> HashIndex<T> {
     }
 }
 
-impl<T> Drop for HashIndex<T> {
+impl<T: 'static> Drop for HashIndex<T> {
     fn drop(&mut self) {
         // Safety: `&mut self`: no reader holds the current table; earlier tables were handed to
         // the epoch collector and are not reachable from here.

@@ -1,17 +1,17 @@
 //! The MVCC memtable: an ordered map of key → versions (value or tombstone), one writer, any
 //! number of lock-free readers.
 //!
-//! Written by one thread at a time: in `Normal`/`Async` whoever holds the shard's commit lock,
-//! in `Sync` the shard thread, at open the replay ([`MemtableWriter`], one per memtable). Old
+//! Written by one thread at a time: whoever holds the shard's commit lock (a caller or the shard
+//! thread), and at open the replay ([`MemtableWriter`], one per memtable). Old
 //! versions are collected by the shard thread ([`GarbageCollector`], one per memtable). Read
 //! concurrently by caller threads (the published read view, `docs/ARCHITECTURE.md` "Reads and
 //! MVCC"). A reader at snapshot `s` sees, per key, the newest version with timestamp `<= s`.
 //! Versions are keyed on the MVCC timestamp (`version::Ts`), never on a log position.
 //!
 //! Layout (ADR 0003): an ordered index of keys (`tree`: a B+tree, one writer, optimistic
-//! readers) whose entries each hold the key's versions newest first (`chain`). A new key is one
-//! index insert; an overwrite only prepends to its key's list. A point read is one descent; a
-//! scan copies whole leaves.
+//! readers) whose entries each hold the key's versions newest first (`chain`), and a hash index
+//! key → entry (`hash`). A new key is one insert into each; an overwrite finds its entry by hash
+//! and only prepends to its list. A point read is one hash probe; a scan copies whole leaves.
 //!
 //! Old versions are removed (`GarbageCollector::collect_garbage`) only when a newer version is
 //! at or below the GC watermark, i.e. visible to every registered snapshot. Point reads do not
@@ -48,7 +48,7 @@ static MEMTABLES: AtomicU64 = AtomicU64::new(0);
 /// Approximate bytes a key costs in the index beyond its heap bytes (entry, leaf slot share).
 const KEY_OVERHEAD_BYTES: usize = 96;
 
-/// Keys up to this many bytes live inside the skiplist node (no separate allocation, one cache
+/// Keys up to this many bytes live inside their memtable entry (no separate allocation, one cache
 /// miss less per comparison).
 pub const INLINE_KEY_BYTES: usize = 22;
 
@@ -260,6 +260,11 @@ impl Memtable {
                 self.index.seek(seek, &mut leaf);
                 loop {
                     for entry in leaf.entries[..leaf.pos].iter().rev() {
+                        // A key inserted since the first seek may sit above the bound in a
+                        // later leaf's copy (it is invisible at the snapshot anyway).
+                        if !below_upper(entry.key(), upper) {
+                            continue;
+                        }
                         if !above_lower(entry.key(), lower) || !scan.offer(entry, snapshot, guard) {
                             return scan.out;
                         }

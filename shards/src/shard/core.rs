@@ -269,12 +269,12 @@ impl<S: Storage> Shard<S> {
             "shard {} poisoned, rejecting writes until reopened: {err}",
             self.config.shard_id
         );
-        // Under the lock: no caller's write is placed after this, and what callers staged is
-        // answered with the error.
+        // Under the lock: no caller's write is placed after this, and what callers staged or
+        // queued for a holder is answered with the error (nobody will place it now).
         let commit = self.log.commit().clone();
         let mut state = commit.lock();
         self.view.poison();
-        self.take_waiting(&mut state);
+        commit.refuse_waiting(&mut state, &err);
         drop(state);
         let waiting = self.acks.take_all();
         self.ack_all(waiting, &Err(err.duplicate()), now);
@@ -306,7 +306,12 @@ impl<S: Storage> Shard<S> {
     /// Submits the log's I/O that is due. In `Normal`/`Async` it takes the commit lock only
     /// when something is due or asked for (callers need the lock more than an idle shard).
     fn submit_io(&mut self, io: &mut S, now: Instant, asked: bool) {
-        if self.poisoned.is_some() {
+        if let Some(err) = &self.poisoned {
+            // Requests queued for a lock holder after the poisoning: answer them.
+            let commit = self.log.commit();
+            if commit.has_queued() {
+                commit.refuse_waiting(&mut commit.lock(), err);
+            }
             return;
         }
         let closing = self.shutdown.is_some() && !self.claim_failed;
@@ -486,9 +491,14 @@ impl<S: Storage> Shard<S> {
 }
 
 impl<S: Storage> Shard<S> {
-    /// Refuses callers' writes from now on (a stop, or a shard dropped after a panic).
+    /// The shard thread is done (a stop, or a shard dropped after a panic): refuses callers'
+    /// writes from now on and answers whatever still waits for it.
     fn close_commit(&self) {
-        self.log.commit().close();
+        let err = match &self.poisoned {
+            Some(_) => Error::Poisoned { shard: self.config.shard_id },
+            None => Error::Closed,
+        };
+        self.log.commit().abandon(&err);
     }
 }
 

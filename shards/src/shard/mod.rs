@@ -669,6 +669,80 @@ mod tests {
     }
 
     #[test]
+    fn callers_who_staged_writes_are_answered_when_the_shard_thread_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = || {
+            let io = UringStorage::new(Registration::default())?;
+            Ok(PanicsMidTurn { io, writes: 0, panic_after: 3 })
+        };
+        let shard =
+            Arc::new(ShardHandle::spawn_with(config(dir.path()), make).unwrap().ready().unwrap());
+        let (finished, results) = crossbeam_channel::unbounded();
+        for t in 0..4u32 {
+            let (shard, finished) = (shard.clone(), finished.clone());
+            std::thread::spawn(move || {
+                // `Sync`: each write is staged in the open group under the commit lock, then
+                // waits for the shard thread, which panics at its third group write.
+                for i in 0..10_000u32 {
+                    let key = (t << 16 | i).to_be_bytes();
+                    if shard.write(OpRef::Put { key: &key, value: &[5u8; 64] }).is_err() {
+                        break;
+                    }
+                }
+                let _ = finished.send(t);
+            });
+        }
+        for _ in 0..4 {
+            let t = results.recv_timeout(Duration::from_secs(20));
+            assert!(t.is_ok(), "a caller still waits on a shard thread that is gone");
+        }
+        assert!(shard.is_poisoned());
+        let _ = shard.shutdown();
+    }
+
+    #[test]
+    fn a_write_staged_but_never_taken_over_is_answered_when_the_shard_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut io = UringStorage::new(Registration::default()).unwrap();
+        let (shard, opened) = open(&mut io, &config(dir.path()), None).unwrap();
+        let done = Arc::new(Completion::new(1));
+        let staged = opened.commit.stage(
+            Ops::One(OpRef::Put { key: b"k", value: b"v" }),
+            Responder::new(done.clone()),
+            &|_| {},
+        );
+        assert!(staged.is_ok(), "the open group has room");
+        assert!(done.try_result().is_none(), "waits for the shard");
+        // The shard thread ends (a panic or a stop) before any turn took the write over.
+        drop(shard);
+        assert!(matches!(done.try_result(), Some(Err(Error::Closed))));
+        drop(io);
+    }
+
+    #[test]
+    fn a_write_queued_for_a_holder_after_the_shard_went_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut io = UringStorage::new(Registration::default()).unwrap();
+        let (shard, opened) = open(&mut io, &config(dir.path()), None).unwrap();
+        drop(shard); // the shard thread is gone: nobody takes the queue over any more
+        let commit = opened.commit.clone();
+        let held = commit.lock(); // a holder: the caller below queues its write
+        let done = Arc::new(Completion::new(1));
+        let caller = {
+            let (commit, done) = (commit.clone(), done.clone());
+            std::thread::spawn(move || {
+                let op = OpRef::Put { key: b"k", value: b"v" };
+                commit.stage(Ops::One(op), Responder::new(done), &|_| {}).is_ok()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        assert!(caller.join().unwrap());
+        assert!(matches!(done.try_result(), Some(Err(Error::Closed))), "answered, not stranded");
+        drop(io);
+    }
+
+    #[test]
     fn closing_with_durable_writes_in_flight_frees_nothing_early() {
         let dir = tempfile::tempdir().unwrap();
         let before = io_leaks();
