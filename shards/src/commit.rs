@@ -677,11 +677,7 @@ impl Commit {
         self.closed.store(true, Ordering::SeqCst);
         let mut state = self.lock();
         state.close();
-        for waiter in state.take_waiting() {
-            waiter.done.complete(Err(err.duplicate()));
-        }
-        drop(state);
-        self.drain_queue(err);
+        self.refuse_waiting(&mut state, err);
     }
 
     /// Shard-side, when the shard is poisoned: answers the queued requests (the poisoned view

@@ -191,7 +191,7 @@ impl ShardHandle {
             return result;
         }
         let mut ticket = Ticket::new(1);
-        self.send(OwnedOps::One(op.to_write_op()).into_request(ticket.responder(self, true)))?;
+        self.send(OwnedOps::copy(Ops::One(op)).into_request(ticket.responder(self, true)))?;
         ticket.wait()
     }
 
@@ -210,8 +210,7 @@ impl ShardHandle {
         if let Written::Done(result) = self.commit.write(Ops::Refs(ops), &|req| self.forward(req)) {
             return done.complete(result);
         }
-        let owned = ops.iter().map(|op| op.to_write_op()).collect();
-        let _ = self.send(OwnedOps::Many(owned).into_request(done));
+        let _ = self.send(OwnedOps::copy(Ops::Refs(ops)).into_request(done));
     }
 
     /// `Sync`: stages `ops` in the open group under the commit lock (or sends them when they
@@ -240,8 +239,7 @@ impl ShardHandle {
         if self.view.is_poisoned() {
             return done.complete(Err(Error::Poisoned { shard: self.id() }));
         }
-        let owned = ops.iter().map(|op| op.to_write_op()).collect();
-        let _ = self.send(OwnedOps::Many(owned).into_request(done));
+        let _ = self.send(OwnedOps::copy(Ops::Refs(ops)).into_request(done));
     }
 
     /// Sends a request a commit-lock holder could not apply (a refused send answers it
