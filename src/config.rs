@@ -5,8 +5,9 @@
 //! `ShardConfig` from it.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use lightning_shards::{Error, Limits, Result, ShardConfig, WalSyncMode};
+use lightning_shards::{Error, Limits, Oracle, Result, ShardConfig, WalSyncMode};
 
 /// Most shards a database may have.
 pub const MAX_SHARDS: usize = 256;
@@ -31,6 +32,10 @@ pub struct LightningDbConfig {
     pub compression_enabled: bool,
     /// Most transactions open at once. Must be > 0. Default 1024.
     pub max_active_transactions: usize,
+    /// A transaction left open longer than this, in ms, is rolled back (its id then answers
+    /// `Error::TransactionTimedOut`), so an abandoned one cannot hold old versions forever.
+    /// 0: never. Default 60 000.
+    pub transaction_timeout_ms: u64,
     /// When an acknowledged write is durable. Default [`WalSyncMode::Normal`].
     pub wal_sync_mode: WalSyncMode,
     /// Number of shards (each a pinned thread with its own WAL and memtable), 1 to 256.
@@ -79,6 +84,7 @@ impl Default for LightningDbConfig {
             cache_size: 256 << 20,
             compression_enabled: true,
             max_active_transactions: 1024,
+            transaction_timeout_ms: 60_000,
             wal_sync_mode: WalSyncMode::Normal,
             shards: lightning_shards::default_shard_count().clamp(1, MAX_SHARDS),
             sync_interval_ms: 100,
@@ -185,7 +191,12 @@ impl LightningDbConfig {
     }
 
     /// The configuration of shard `shard_id` of a database at `db_dir`.
-    pub(crate) fn shard_config(&self, db_dir: &Path, shard_id: usize) -> ShardConfig {
+    pub(crate) fn shard_config(
+        &self,
+        db_dir: &Path,
+        shard_id: usize,
+        oracle: &Arc<Oracle>,
+    ) -> ShardConfig {
         ShardConfig {
             shard_id,
             dir: db_dir.join(format!("shard-{shard_id:03}")),
@@ -201,6 +212,7 @@ impl LightningDbConfig {
             spin_before_park_us: self.spin_before_park_us,
             stall_threshold_ms: self.stall_threshold_ms,
             limits: self.limits(),
+            oracle: oracle.clone(),
         }
     }
 }

@@ -6,19 +6,22 @@
 //! (its memtable at the shard's visible sequence), so a thread always reads its own
 //! acknowledged writes and never a write that is not yet acknowledged.
 
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lightning_shards::{
-    Error, Limits, OpRef, Result, ShardHandle, ShardStats, StartReport, StartingShard, Ticket,
-    WalSyncMode,
+    Error, Limits, OpRef, Oracle, Result, ShardHandle, ShardStats, SnapshotGuard, StartReport,
+    StartingShard, Ticket, Ts, WalSyncMode,
 };
 
 use crate::batch::WriteBatch;
 use crate::config::LightningDbConfig;
 use crate::meta::{self, Meta, HASH_CRC32C_LEMIRE};
 use crate::router::Router;
-use crate::scan::{prefix_successor, DbIterator};
+use crate::scan::{owned_bounds, prefix_bounds, DbIterator};
+use crate::snapshot::Snapshot;
+use crate::txn::TxTable;
 
 /// Memory held by a database's memtables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,6 +70,10 @@ pub struct Database {
     router: Router,
     limits: Limits,
     mode: WalSyncMode,
+    oracle: Arc<Oracle>,
+    transactions: Arc<TxTable>,
+    /// Rolls back transactions left open past the timeout.
+    reaper: Option<std::thread::JoinHandle<()>>,
     // Released last, after every shard has stopped.
     _lock: meta::DirLock,
 }
@@ -107,15 +114,32 @@ impl Database {
         };
         let meta = meta::load_or_create(&path, wanted, config.create_if_missing)?;
         check_meta(&path, &meta)?;
-        let shards = start_shards(&path, &config, meta.shards as usize, backend)?;
-        Ok(Database {
+        let oracle = Oracle::new();
+        let shards = start_shards(&path, &config, meta.shards as usize, backend, &oracle)?;
+        let transactions =
+            TxTable::new(config.max_active_transactions, config.transaction_timeout_ms);
+        let mut db = Database {
             path,
             router: Router::new(meta.shards),
             shards,
             limits: config.limits(),
             mode: config.wal_sync_mode,
+            oracle,
+            transactions,
+            reaper: None,
             _lock: lock,
-        })
+        };
+        // Nothing is accepted before every commit a crash left in doubt is settled.
+        db.resolve_in_doubt()?;
+        if db.transactions.has_timeout() {
+            let table = db.transactions.clone();
+            let reaper = std::thread::Builder::new()
+                .name("ldb-tx-reaper".into())
+                .spawn(move || table.reap())
+                .map_err(|e| Error::io("spawn transaction reaper thread", "", e))?;
+            db.reaper = Some(reaper);
+        }
+        Ok(db)
     }
 
     /// The directory of this database.
@@ -174,14 +198,65 @@ impl Database {
     }
 
     fn write_one(&self, op: OpRef<'_>) -> Result<()> {
-        self.shards[self.router.shard_for(op.key())].write(op)
+        self.shard_of(op.key()).write(op)
+    }
+
+    /// The shard that owns `key`.
+    pub(crate) fn shard_of(&self, key: &[u8]) -> &ShardHandle {
+        &self.shards[self.router.shard_for(key)]
+    }
+
+    /// Every shard, in order.
+    pub(crate) fn shard_handles(&self) -> &[ShardHandle] {
+        &self.shards
+    }
+
+    /// The index of the shard that owns `key` (`0..shard_count()`): two keys with different
+    /// indexes live on different shards, so a write to both is a cross-shard commit.
+    pub fn shard_for_key(&self, key: impl AsRef<[u8]>) -> usize {
+        self.router.shard_for(key.as_ref())
+    }
+
+    /// A consistent view of the whole database as of now: every read through it sees the
+    /// same commits on every shard (never part of a cross-shard commit), and it includes
+    /// every write this thread had acknowledged. Old versions it can see are kept until it is
+    /// dropped, so do not hold one longer than needed.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>> {
+        Ok(Snapshot::new(self, self.take_snapshot()?))
+    }
+
+    /// Registers a snapshot above every shard's visible watermark and fences every shard at
+    /// it (`docs/ARCHITECTURE.md`, "One timestamp order").
+    pub(crate) fn take_snapshot(&self) -> Result<Arc<SnapshotGuard>> {
+        let guard = self
+            .oracle
+            .register(|| self.shards.iter().map(ShardHandle::visible_ts).max().unwrap_or(Ts::ZERO));
+        for shard in &self.shards {
+            shard.fence(guard.ts())?;
+        }
+        Ok(Arc::new(guard))
+    }
+
+    /// The database's timestamp order.
+    pub(crate) fn oracle(&self) -> &Arc<Oracle> {
+        &self.oracle
+    }
+
+    /// The open transactions.
+    pub(crate) fn transactions(&self) -> &TxTable {
+        &self.transactions
+    }
+
+    /// The size limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The value of `key`, if present.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         let key = key.as_ref();
         self.check_key(key)?;
-        Ok(self.shards[self.router.shard_for(key)].get(key))
+        Ok(self.shard_of(key).get(key))
     }
 
     /// True when `key` is present.
@@ -189,37 +264,37 @@ impl Database {
         self.get(key).map(|v| v.is_some())
     }
 
-    /// The values of several keys, in the order given. Keys are grouped by shard and each
-    /// shard's published view is read once for its group; no key costs a cross-core message.
+    /// The values of several keys, in the order given, all read at one snapshot (a
+    /// cross-shard commit is seen whole or not at all).
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
-        for (i, k) in keys.iter().enumerate() {
+        for k in keys {
             self.check_key(k.as_ref())?;
-            by_shard[self.router.shard_for(k.as_ref())].push(i);
         }
-        let mut out = vec![None; keys.len()];
-        for (shard, indexes) in self.shards.iter().zip(by_shard) {
-            for i in indexes {
-                out[i] = shard.get(keys[i].as_ref());
-            }
+        if keys.len() <= 1 {
+            return keys.iter().map(|k| self.get(k)).collect();
         }
-        Ok(out)
+        self.snapshot()?.multi_get(keys)
     }
 
-    /// Applies `batch`. Each shard applies its part atomically; a batch whose keys all live on
-    /// one shard is atomic. Across shards the parts are not yet atomic together (cross-shard
-    /// atomicity arrives with transactions). Returns once every part is acknowledged.
+    /// Applies `batch` atomically: every operation or none, across any shards, and across
+    /// any crash its `WalSyncMode` promises to survive. A batch on one shard is one WAL record;
+    /// across shards it is a two-phase commit (`docs/ARCHITECTURE.md`, "Cross-shard commits").
+    /// Returns once it is acknowledged.
     pub fn write_batch(&self, batch: &WriteBatch) -> Result<()> {
-        let mut parts: Vec<Vec<OpRef<'_>>> = vec![Vec::new(); self.shards.len()];
         let mut bytes = vec![0usize; self.shards.len()];
+        let mut shards_touched = 0;
+        let mut last_shard = 0;
         for op in batch.ops() {
             self.check_key(op.key())?;
             if let Some(v) = op.value() {
                 self.check_value(v)?;
             }
             let shard = self.router.shard_for(op.key());
+            if bytes[shard] == 0 {
+                shards_touched += 1;
+                last_shard = shard;
+            }
             bytes[shard] += op.encoded_bytes();
-            parts[shard].push(op);
         }
         if let Some(&over) = bytes.iter().find(|&&b| b > self.limits.max_batch_bytes) {
             return Err(Error::LimitExceeded {
@@ -228,65 +303,62 @@ impl Database {
                 max: self.limits.max_batch_bytes as u64,
             });
         }
-        self.send_parts(parts)
-    }
-
-    fn send_parts(&self, parts: Vec<Vec<OpRef<'_>>>) -> Result<()> {
-        let touched = parts.iter().filter(|p| !p.is_empty()).count();
-        if touched == 0 {
-            return Ok(());
-        }
-        for (shard, part) in self.shards.iter().zip(&parts) {
-            if !part.is_empty() && shard.is_poisoned() {
-                return Err(Error::Poisoned { shard: shard.id() });
+        match shards_touched {
+            0 => Ok(()),
+            1 => {
+                let ops: Vec<OpRef<'_>> = batch.ops().collect();
+                self.send_part(last_shard, &ops)
+            }
+            _ => {
+                let ops: Vec<OpRef<'_>> = batch.ops().collect();
+                self.commit_batch(&ops)
             }
         }
-        let mut ticket = Ticket::new(touched as u32);
-        // Large parts for shards on other CPUs first, to their shard threads: they apply while
-        // this thread applies the rest itself.
-        let offloaded: Vec<bool> = self
-            .shards
-            .iter()
-            .zip(&parts)
-            .map(|(s, p)| !p.is_empty() && s.offloads(p.len()))
-            .collect();
-        for ((shard, ops), _) in self.shards.iter().zip(&parts).zip(&offloaded).filter(|(_, o)| **o)
-        {
-            shard.send_batch(ops, &mut ticket);
-        }
-        for ((shard, ops), _) in
-            self.shards.iter().zip(&parts).zip(&offloaded).filter(|(_, o)| !**o)
-        {
-            if !ops.is_empty() {
-                shard.submit_batch(ops, &mut ticket);
-            }
-        }
-        ticket.wait()
     }
 
-    /// Entries with `start <= key < end` in key order (`None`: unbounded). The iterator yields
-    /// `Result<(key, value)>`; `.rev()` walks it backwards.
+    /// A one-shard batch, the fast way: applied by this thread under the shard's commit lock
+    /// (or by the shard thread, for a large part when the shard runs on another CPU).
+    fn send_part(&self, shard: usize, ops: &[OpRef<'_>]) -> Result<()> {
+        let handle = &self.shards[shard];
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut ticket = Ticket::new(1);
+            if handle.offloads(ops.len()) {
+                handle.send_batch(ops, &mut ticket);
+            } else {
+                handle.submit_batch(ops, &mut ticket);
+            }
+            match ticket.wait() {
+                // A key is held by a cross-shard commit in progress: it finishes shortly.
+                Err(Error::Conflict { .. })
+                    if started.elapsed() < crate::commit::BLOCKED_WRITE_PATIENCE =>
+                {
+                    crate::txn::backoff(attempt)
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Entries with `start <= key < end` in key order (`None`: unbounded), read at one
+    /// snapshot taken now. The iterator yields `Result<(key, value)>`; `.rev()` walks it
+    /// backwards.
     pub fn scan(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<DbIterator> {
-        let lower = start.map_or(Bound::Unbounded, |s| Bound::Included(s.to_vec()));
-        let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
-        Ok(DbIterator::new(&self.shards, lower, upper))
+        self.snapshot()?.scan(start, end)
     }
 
     /// Entries whose keys fall in `range`, in key order, e.g. `db.range(b"a".as_slice()..b"m")`.
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<DbIterator> {
-        let own = |b: Bound<&K>| match b {
-            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
-            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        Ok(DbIterator::new(&self.shards, own(range.start_bound()), own(range.end_bound())))
+        let (lower, upper) = owned_bounds(&range);
+        Ok(self.snapshot()?.iter(lower, upper))
     }
 
     /// Entries whose keys start with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<DbIterator> {
-        let prefix = prefix.as_ref();
-        let upper = prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(DbIterator::new(&self.shards, Bound::Included(prefix.to_vec()), upper))
+        let (lower, upper) = prefix_bounds(prefix.as_ref());
+        Ok(self.snapshot()?.iter(lower, upper))
     }
 
     /// Makes every write acknowledged so far durable (fdatasync on every shard).
@@ -311,6 +383,10 @@ impl Database {
     }
 
     fn stop_shards(&mut self) -> Result<()> {
+        self.transactions.stop();
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.join();
+        }
         let mut first = Ok(());
         for shard in &self.shards {
             let r = shard.shutdown();
@@ -321,7 +397,7 @@ impl Database {
         first
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<()> {
+    pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
         if key.is_empty() {
             return Err(empty_key());
         }
@@ -335,7 +411,7 @@ impl Database {
         Ok(())
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<()> {
+    pub(crate) fn check_value(&self, value: &[u8]) -> Result<()> {
         if value.len() > self.limits.max_value_bytes {
             return Err(Error::LimitExceeded {
                 what: "value bytes",
@@ -416,11 +492,12 @@ fn start_shards(
     config: &LightningDbConfig,
     count: usize,
     backend: &Backend,
+    oracle: &Arc<Oracle>,
 ) -> Result<Vec<ShardHandle>> {
     let mut starting = Vec::with_capacity(count);
     let mut failure = None;
     for id in 0..count {
-        match backend.spawn(config.shard_config(path, id)) {
+        match backend.spawn(config.shard_config(path, id, oracle)) {
             Ok(s) => starting.push(s),
             Err(e) => {
                 failure = Some(e);

@@ -43,11 +43,14 @@
 struct ReadmeDoctests;
 
 mod batch;
+mod commit;
 mod config;
 mod db;
 mod meta;
 pub mod router;
 mod scan;
+mod snapshot;
+mod txn;
 
 pub use batch::WriteBatch;
 pub use config::{LightningDbConfig, KEY_BYTES_LIMIT, MAX_SHARDS, VALUE_BYTES_LIMIT};
@@ -57,6 +60,8 @@ pub use lightning_shards::{
     Stall, StartReport, WalSyncMode, LATENCY_SAMPLE_EVERY, STALLS_KEPT,
 };
 pub use scan::{DbIterator, CHUNK_MAX};
+pub use snapshot::Snapshot;
+pub use txn::{Isolation, Transaction, TxIterator, TRANSACTION_ATTEMPTS};
 
 /// The simulated disk: in memory, with process crashes, power loss, torn and failed writes,
 /// by seed (feature `simulation`). Open a database on it with `Database::open_simulated`.

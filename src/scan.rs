@@ -1,5 +1,5 @@
 //! Ordered scans across shards: a k-way merge of each shard's ordered stream, forward and
-//! backward (`DoubleEndedIterator`), under one registered snapshot per shard.
+//! backward (`DoubleEndedIterator`), every shard read at one registered database snapshot.
 //!
 //! Caller-side: the iterator runs on the caller's thread and reads each shard's published
 //! memtable directly. Each shard stream is pulled in chunks that start small and double up to
@@ -10,7 +10,9 @@
 use std::collections::VecDeque;
 use std::ops::Bound;
 
-use lightning_shards::{Direction, KeyBytes, Result, ShardHandle, ShardSnapshot};
+use std::sync::Arc;
+
+use lightning_shards::{Direction, KeyBytes, Result, ShardHandle, ShardSnapshot, SnapshotGuard};
 
 /// First chunk size per shard stream; doubles on every refill.
 const CHUNK_MIN: usize = 32;
@@ -53,6 +55,8 @@ struct ShardStream {
 /// `Database::scan`, `range` and `scan_prefix`; `.rev()` walks it backwards.
 pub struct DbIterator {
     streams: Vec<ShardStream>,
+    /// Keeps what the scan reads from garbage collection.
+    _snapshot: Arc<SnapshotGuard>,
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     /// Last key returned from the front / back: the two ends must not cross.
@@ -63,14 +67,20 @@ pub struct DbIterator {
 impl DbIterator {
     pub(crate) fn new(
         shards: &[ShardHandle],
+        snapshot: Arc<SnapshotGuard>,
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
     ) -> Self {
+        let ts = snapshot.ts();
         let streams = shards
             .iter()
-            .map(|s| ShardStream { snapshot: s.snapshot(), front: Side::new(), back: Side::new() })
+            .map(|s| ShardStream {
+                snapshot: s.snapshot_at(ts),
+                front: Side::new(),
+                back: Side::new(),
+            })
             .collect();
-        DbIterator { streams, lower, upper, front_last: None, back_last: None }
+        DbIterator { streams, _snapshot: snapshot, lower, upper, front_last: None, back_last: None }
     }
 
     /// Entries fetched from the shards and not yet returned: never more than
@@ -181,6 +191,24 @@ impl DoubleEndedIterator for DbIterator {
     fn next_back(&mut self) -> Option<Self::Item> {
         self.take(Direction::Reverse).map(|(k, v)| Ok((k.as_slice().to_vec(), v)))
     }
+}
+
+/// `range`'s bounds, owned.
+pub(crate) fn owned_bounds<K: AsRef<[u8]>, R: std::ops::RangeBounds<K>>(
+    range: &R,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let own = |b: Bound<&K>| match b {
+        Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (own(range.start_bound()), own(range.end_bound()))
+}
+
+/// The bounds of every key that starts with `prefix`.
+pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let upper = prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    (Bound::Included(prefix.to_vec()), upper)
 }
 
 /// The smallest key greater than every key that starts with `prefix`, if any.

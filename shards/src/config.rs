@@ -4,6 +4,9 @@
 //! every field) and moved into the shard thread at spawn. Immutable afterwards.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::oracle::Oracle;
 
 /// When an acknowledged write is durable (`docs/ARCHITECTURE.md`, "Durability per mode").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -65,6 +68,9 @@ pub struct ShardConfig {
     pub stall_threshold_ms: u64,
     /// Size limits.
     pub limits: Limits,
+    /// The database's timestamp order, shared by all its shards (snapshots bound garbage
+    /// collection through it).
+    pub oracle: Arc<Oracle>,
 }
 
 impl ShardConfig {
@@ -91,6 +97,7 @@ impl ShardConfig {
                 max_value_bytes: 16 << 20,
                 max_batch_bytes: 32 << 20,
             },
+            oracle: Oracle::new(),
         }
     }
 }

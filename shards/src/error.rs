@@ -90,6 +90,28 @@ pub enum Error {
     },
     /// The database (or this shard) is closed or shutting down.
     Closed,
+    /// A transaction (or a cross-shard batch) lost a race with another writer and was not
+    /// applied: nothing of it is visible. Retrying it from the start can succeed
+    /// ([`Error::is_retryable`]).
+    Conflict {
+        /// What conflicted, e.g. "a key this transaction wrote was written after its snapshot".
+        reason: &'static str,
+    },
+    /// The transaction id is unknown, or its transaction already committed or rolled back.
+    TransactionNotFound {
+        /// The id given.
+        id: u64,
+    },
+    /// The transaction stayed open longer than `transaction_timeout_ms` and was rolled back.
+    TransactionTimedOut {
+        /// Its id.
+        id: u64,
+    },
+    /// `max_active_transactions` transactions are open already.
+    TooManyTransactions {
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 impl Error {
@@ -101,6 +123,12 @@ impl Error {
     /// Builds an [`Error::Corruption`].
     pub fn corruption(file: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
         Error::Corruption { file: file.into(), offset, what: what.into() }
+    }
+
+    /// True when the same work, retried from the start, can succeed: a [`Error::Conflict`].
+    /// `Database::transaction` retries these itself.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
     }
 
     /// True when the error came from a full disk (ENOSPC or EDQUOT).
@@ -147,6 +175,10 @@ impl Error {
                 supported: *supported,
             },
             Error::Closed => Error::Closed,
+            Error::Conflict { reason } => Error::Conflict { reason },
+            Error::TransactionNotFound { id } => Error::TransactionNotFound { id: *id },
+            Error::TransactionTimedOut { id } => Error::TransactionTimedOut { id: *id },
+            Error::TooManyTransactions { max } => Error::TooManyTransactions { max: *max },
         }
     }
 }
@@ -188,6 +220,19 @@ impl fmt::Display for Error {
             ),
             Error::Closed => {
                 write!(f, "the database is closed, or the shard serving the request stopped")
+            }
+            Error::Conflict { reason } => {
+                write!(f, "conflict, nothing was applied (retry from the start): {reason}")
+            }
+            Error::TransactionNotFound { id } => {
+                write!(f, "transaction {id} is unknown, or already committed or rolled back")
+            }
+            Error::TransactionTimedOut { id } => write!(
+                f,
+                "transaction {id} was open longer than transaction_timeout_ms and was rolled back"
+            ),
+            Error::TooManyTransactions { max } => {
+                write!(f, "max_active_transactions ({max}) transactions are open already")
             }
         }
     }

@@ -24,6 +24,7 @@ mod error;
 mod ingress;
 mod io;
 mod memtable;
+mod oracle;
 mod runtime;
 mod shard;
 #[cfg(any(test, feature = "simulation"))]
@@ -34,17 +35,20 @@ mod view;
 mod wal;
 
 pub use commit::LATENCY_SAMPLE_EVERY;
+pub use commit::{KeyRange, TxPart};
 pub use config::{Limits, ShardConfig, WalSyncMode};
 pub use error::{Error, Result};
 pub use io::uring::RingSetup;
 pub use memtable::{Chunk, Direction, KeyBytes};
+pub use oracle::{Oracle, SnapshotGuard};
 pub use shard::{
-    ShardHandle, ShardSnapshot, StartReport, StartingShard, Ticket, OFFLOAD_BATCH_OPS,
+    commit_prepared, InDoubt, ShardHandle, ShardSnapshot, StartReport, StartingShard, Ticket,
+    BLOCKED_WRITE_PATIENCE, OFFLOAD_BATCH_OPS,
 };
 pub use stats::{Distribution, OpKind, RecoveryStats, ShardStats, Stall, STALLS_KEPT};
 pub use version::{Lsn, Ts};
 pub use wal::reader::{Cut, RecoveryReport};
-pub use wal::record::{OpRef, WriteOp};
+pub use wal::record::{AsOp, OpRef, PrepareRecord, WriteOp};
 
 /// Shards a database gets by default: one per CPU this process may run on.
 pub fn default_shard_count() -> usize {

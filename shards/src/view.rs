@@ -1,20 +1,20 @@
 //! What a shard publishes for caller threads to read directly: its memtable, the visible
 //! watermark (`visible_ts`: the highest timestamp below which every write's durability promise
-//! is met), its poisoned flag, and the registry of live scan snapshots that bounds garbage
-//! collection.
+//! is met), its poisoned flag, and the database's [`Oracle`], whose registry of live snapshots
+//! bounds garbage collection.
 //!
 //! Shared: written by the shard thread, read by any caller thread. Callers never see a write
 //! before its promise is met, because they read at `visible_ts`, which the shard raises only
 //! after the WAL reached the write in its mode's sense (`shard::core`). Snapshots and the GC
 //! watermark are timestamps, never log positions.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::memtable::{Lookup, Memtable};
+use crate::oracle::Oracle;
 use crate::version::Ts;
 
 /// The shard's published state.
@@ -23,18 +23,23 @@ pub struct ShardView {
     memtable: ArcSwap<Memtable>,
     visible_ts: AtomicU64,
     poisoned: AtomicBool,
-    snapshots: Mutex<BTreeMap<Ts, usize>>,
+    oracle: Arc<Oracle>,
 }
 
 impl ShardView {
     /// A view over `memtable` with everything up to `visible_ts` visible.
-    pub fn new(shard_id: usize, memtable: Arc<Memtable>, visible_ts: Ts) -> Self {
+    pub fn new(
+        shard_id: usize,
+        memtable: Arc<Memtable>,
+        visible_ts: Ts,
+        oracle: Arc<Oracle>,
+    ) -> Self {
         ShardView {
             shard_id,
             memtable: ArcSwap::new(memtable),
             visible_ts: AtomicU64::new(visible_ts.get()),
             poisoned: AtomicBool::new(false),
-            snapshots: Mutex::new(BTreeMap::new()),
+            oracle,
         }
     }
 
@@ -95,49 +100,19 @@ impl ShardView {
         }
     }
 
-    /// Registers a scan snapshot at the visible watermark. Garbage collection keeps every
-    /// version this snapshot can see until the returned guard is dropped.
-    pub fn snapshot(self: &Arc<Self>) -> Snapshot {
-        let mut registry = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let ts = self.visible_ts();
-        *registry.entry(ts).or_insert(0) += 1;
-        Snapshot { view: self.clone(), ts }
-    }
-
-    /// Shard-side: the highest timestamp every live and future reader can see.
+    /// Shard-side: the highest timestamp every live and future reader can see (the database's
+    /// oldest registered snapshot bounds it).
     pub fn gc_watermark(&self) -> Ts {
-        let registry = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let visible = self.visible_ts();
-        registry.keys().next().map_or(visible, |&oldest| oldest.min(visible))
+        self.oracle.gc_watermark(self.visible_ts())
     }
 
-    fn release(&self, ts: Ts) {
-        let mut registry = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = registry.get_mut(&ts) {
-            *count -= 1;
-            if *count == 0 {
-                registry.remove(&ts);
-            }
+    /// The version of `key` a snapshot at `ts` sees: `Some(None)` for a tombstone, `None` when
+    /// the key has no version at or below `ts`.
+    pub fn get_at(&self, key: &[u8], ts: Ts) -> Option<Vec<u8>> {
+        match self.memtable.load().get(key, ts) {
+            Lookup::Found(v) => Some(v),
+            Lookup::Deleted | Lookup::Missing { .. } => None,
         }
-    }
-}
-
-/// A registered read snapshot of one shard; releases itself on drop.
-pub struct Snapshot {
-    view: Arc<ShardView>,
-    ts: Ts,
-}
-
-impl Snapshot {
-    /// The snapshot's timestamp.
-    pub fn ts(&self) -> Ts {
-        self.ts
-    }
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        self.view.release(self.ts);
     }
 }
 
@@ -148,7 +123,7 @@ mod tests {
     #[test]
     fn invisible_writes_stay_hidden() {
         let (m, mut w, _) = Memtable::create();
-        let v = ShardView::new(0, m.clone(), Ts::new(1));
+        let v = ShardView::new(0, m.clone(), Ts::new(1), Oracle::new());
         w.insert(b"k", Ts::new(1), Some(b"old"[..].into()));
         w.insert(b"k", Ts::new(2), Some(b"new"[..].into()));
         assert_eq!(v.get(b"k"), Some(b"old".to_vec()));
@@ -158,8 +133,9 @@ mod tests {
 
     #[test]
     fn snapshots_hold_the_watermark() {
-        let v = Arc::new(ShardView::new(0, Memtable::create().0, Ts::new(5)));
-        let s = v.snapshot();
+        let oracle = Oracle::new();
+        let v = ShardView::new(0, Memtable::create().0, Ts::new(5), oracle.clone());
+        let s = oracle.register(|| v.visible_ts());
         v.publish(Ts::new(9));
         assert_eq!(v.gc_watermark(), Ts::new(5));
         drop(s);

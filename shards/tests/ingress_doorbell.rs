@@ -27,6 +27,7 @@ fn shard_in(dir: &std::path::Path, mode: WalSyncMode) -> ShardHandle {
         spin_before_park_us: 20_000,
         stall_threshold_ms: 10,
         limits: Limits { max_key_bytes: 64, max_value_bytes: 1024, max_batch_bytes: 1 << 16 },
+        oracle: lightning_shards::Oracle::new(),
     })
     .and_then(|s| s.ready())
     .unwrap()

@@ -33,6 +33,13 @@ pub enum Request {
         /// Signalled once durable.
         done: Responder,
     },
+    /// Make room in the log for a record of `bytes` (a commit step found none), then signal.
+    MakeRoom {
+        /// The record's size.
+        bytes: usize,
+        /// Signalled once there is room (or it failed).
+        done: Responder,
+    },
     /// Reply with a copy of the shard's statistics.
     Stats {
         /// Where to send them.

@@ -131,6 +131,12 @@ impl Chain {
         value.map_or(0, <[u8]>::len)
     }
 
+    /// Reader: the timestamp of the newest version (visible or not).
+    pub fn newest_ts(&self, _guard: &Guard) -> Option<Ts> {
+        // Safety: pinned, as in `visible`.
+        unsafe { self.head.load(Ordering::Acquire).as_ref() }.map(|v| v.ts)
+    }
+
     /// Reader: the newest version with a timestamp `<= snapshot`.
     pub fn visible<'a>(&'a self, snapshot: Ts, _guard: &'a Guard) -> Visible<'a> {
         let mut cur = self.head.load(Ordering::Acquire);

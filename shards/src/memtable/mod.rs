@@ -216,6 +216,42 @@ impl Memtable {
         }
     }
 
+    /// The timestamp of `key`'s newest version, visible or not (a transaction's conflict
+    /// check: a version newer than its snapshot was committed after it began).
+    pub fn newest_ts(&self, key: &[u8]) -> Option<Ts> {
+        let guard = &pin();
+        self.points.get(key, guard).and_then(|e| e.versions.newest_ts(guard))
+    }
+
+    /// True when some key within the bounds has a version newer than `ts` (a serializable
+    /// transaction's range check: a key was written, inserted or deleted after its snapshot).
+    pub fn written_after(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, ts: Ts) -> bool {
+        let guard = &pin();
+        let mut leaf = Leaf::new();
+        let seek = match lower {
+            Bound::Included(k) => Seek::Ge(k),
+            Bound::Excluded(k) => Seek::Gt(k),
+            Bound::Unbounded => Seek::First,
+        };
+        self.index.seek(seek, &mut leaf);
+        let mut from = leaf.pos;
+        loop {
+            for entry in &leaf.entries[from..] {
+                if !below_upper(entry.key(), upper) {
+                    return false;
+                }
+                if entry.versions.newest_ts(guard).is_some_and(|newest| newest > ts) {
+                    return true;
+                }
+            }
+            if !leaf.has_next() {
+                return false;
+            }
+            self.index.seek_next(&mut leaf);
+            from = 0;
+        }
+    }
+
     /// Up to `limit` visible entries within the bounds at `snapshot`, in `direction` order.
     /// Keys are examined in order; a later chunk resumes after `Chunk::resume_after`.
     pub fn chunk(

@@ -128,6 +128,7 @@ impl<S: Storage> Shard<S> {
                 self.write(io, OwnedOps::Many(ops), ack);
             }
             Request::Sync { done } => self.sync(Ack { done, kind: OpKind::Sync, started: now }),
+            Request::MakeRoom { bytes, done } => self.make_room(io, bytes, done, now),
             Request::Stats { reply } => {
                 let _ = reply.try_send(self.snapshot_stats());
             }
@@ -203,6 +204,39 @@ impl<S: Storage> Shard<S> {
         }
         if let Some(e) = failed {
             self.poison(e, now);
+        }
+    }
+
+    /// Makes room in the log for a record of `bytes` that a commit step could not place.
+    fn make_room(&mut self, io: &mut S, bytes: usize, done: Responder, now: Instant) {
+        if let Some(e) = &self.poisoned {
+            return done.complete(Err(e.duplicate()));
+        }
+        let commit = self.log.commit().clone();
+        let mut state = commit.lock();
+        self.take_waiting(&mut state);
+        if state.fits(bytes) {
+            return done.complete(Ok(()));
+        }
+        let room = match (&mut self.log, &mut state.log) {
+            (ShardLog::Mapped { wal, .. }, LogHalf::Mapped(log)) => wal.roll_over(io, log),
+            (ShardLog::Direct { wal, .. }, LogHalf::Direct(log)) => wal.make_room(io, log, bytes),
+            _ => Err(WalError::Rejected(Error::Closed)),
+        };
+        let fits = state.fits(bytes);
+        drop(state);
+        match room {
+            Ok(()) if fits => done.complete(Ok(())),
+            Ok(()) => done.complete(Err(Error::LimitExceeded {
+                what: "WAL record bytes",
+                actual: bytes as u64,
+                max: self.config.wal_segment_bytes,
+            })),
+            Err(WalError::Rejected(e)) => done.complete(Err(e)),
+            Err(WalError::Poisoned(e)) => {
+                done.complete(Err(e.duplicate()));
+                self.poison(e, now);
+            }
         }
     }
 

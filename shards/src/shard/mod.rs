@@ -10,6 +10,9 @@
 
 mod acks;
 mod core;
+mod txn;
+
+pub use txn::{commit_prepared, InDoubt};
 
 pub(crate) use self::core::{Shard, ShardLog};
 
@@ -29,12 +32,10 @@ use crate::io::Storage;
 use crate::memtable::{Chunk, Direction, Memtable};
 use crate::runtime::event_loop::{self, LoopConfig};
 use crate::stats::ShardStats;
-use crate::version::Lsn;
+use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
-use crate::view::Snapshot;
 use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
-use crate::wal::record::Record;
 use crate::wal::record::{OpRef, Ops};
 use crate::wal::{DirectWal, MappedWal, WalError, WalOptions};
 use std::ops::Bound;
@@ -64,6 +65,9 @@ pub const OFFLOAD_BATCH_OPS: usize = 64;
 /// commit (ADR 0002).
 const SYNC_WRITE_SPIN: Duration = Duration::from_millis(1);
 
+/// How long a plain write retries a key that a cross-shard commit in progress holds.
+pub const BLOCKED_WRITE_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Caller-side handle to a running shard. `Send + Sync`: every caller thread uses it.
 pub struct ShardHandle {
     view: Arc<ShardView>,
@@ -73,6 +77,8 @@ pub struct ShardHandle {
     report: StartReport,
     mode: WalSyncMode,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// What replay left of cross-shard commits, until the database takes it.
+    in_doubt: Mutex<InDoubt>,
 }
 
 /// One wait for replies from one or more shards (a batch or a sync that touches several):
@@ -99,11 +105,11 @@ impl Ticket {
     }
 }
 
-/// A registered read snapshot of one shard at its visible watermark: garbage collection keeps
-/// what it sees until it is dropped. Reads it in ordered chunks.
+/// One shard read at a database snapshot's timestamp, in ordered chunks (the database's
+/// snapshot guard keeps what it sees from garbage collection).
 pub struct ShardSnapshot {
-    snapshot: Snapshot,
     memtable: Arc<Memtable>,
+    ts: Ts,
 }
 
 impl ShardSnapshot {
@@ -116,7 +122,7 @@ impl ShardSnapshot {
         direction: Direction,
         limit: usize,
     ) -> Chunk {
-        self.memtable.chunk(lower, upper, self.snapshot.ts(), direction, limit)
+        self.memtable.chunk(lower, upper, self.ts, direction, limit)
     }
 }
 
@@ -166,9 +172,43 @@ impl ShardHandle {
         self.view.get(key)
     }
 
-    /// A registered snapshot for a scan.
-    pub fn snapshot(&self) -> ShardSnapshot {
-        ShardSnapshot { snapshot: self.view.snapshot(), memtable: self.view.memtable() }
+    /// This shard read at `ts`, for a scan (the caller holds a registered snapshot at `ts`).
+    pub fn snapshot_at(&self, ts: Ts) -> ShardSnapshot {
+        ShardSnapshot { memtable: self.view.memtable(), ts }
+    }
+
+    /// The value of `key` at snapshot `ts` (the caller holds a registered snapshot at `ts`).
+    pub fn get_at(&self, key: &[u8], ts: Ts) -> Option<Vec<u8>> {
+        self.view.get_at(key, ts)
+    }
+
+    /// The visible watermark: every write acknowledged on this shard is at or below it.
+    pub fn visible_ts(&self) -> Ts {
+        self.view.visible_ts()
+    }
+
+    /// Fences this shard for a database snapshot at `ts`: no commit placed from now on gets a
+    /// timestamp at or below `ts`, and every commit already stamped at or below it is visible
+    /// when this returns (`Sync`: once its group is durable). `docs/ARCHITECTURE.md`, "One
+    /// timestamp order".
+    pub fn fence(&self, ts: Ts) -> Result<()> {
+        let target = self.commit.fence(ts);
+        let mut rounds = 0u32;
+        while self.view.visible_ts() < target {
+            self.refuse_if_poisoned()?;
+            if self.commit.is_closed() {
+                return Err(Error::Closed);
+            }
+            rounds = rounds.saturating_add(1);
+            if rounds < 64 {
+                std::hint::spin_loop();
+            } else if rounds < 96 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
+        }
+        Ok(())
     }
 
     /// Approximate bytes and number of versions the memtable holds right now.
@@ -180,7 +220,33 @@ impl ShardHandle {
     /// Applies one write; returns once it is acknowledged under the shard's mode. In
     /// `Normal`/`Async` the calling thread does the work under the commit lock, copying the key
     /// and value straight from `op` into the log and the memtable.
+    ///
+    /// A key held by a cross-shard commit in progress (it finishes within one round of
+    /// durable writes) is retried for up to `BLOCKED_WRITE_PATIENCE`, then reported as
+    /// `Error::Conflict`.
     pub fn write(&self, op: OpRef<'_>) -> Result<()> {
+        let mut started = None;
+        let mut attempt = 0u32;
+        loop {
+            match self.write_once(op) {
+                Err(Error::Conflict { reason }) => {
+                    let since = *started.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > BLOCKED_WRITE_PATIENCE {
+                        return Err(Error::Conflict { reason });
+                    }
+                    attempt = attempt.saturating_add(1);
+                    if attempt < 16 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn write_once(&self, op: OpRef<'_>) -> Result<()> {
         self.refuse_if_poisoned()?;
         if self.mode == WalSyncMode::Sync {
             let mut ticket = Ticket::new(1);
@@ -341,11 +407,12 @@ impl StartingShard {
     pub fn ready(self) -> Result<ShardHandle> {
         let started = self.ready.recv().map_err(|_| Error::Closed).and_then(|r| r);
         match started {
-            Ok(Opened { view, commit, report }) => Ok(ShardHandle {
+            Ok(Opened { view, commit, report, in_doubt }) => Ok(ShardHandle {
                 view,
                 commit,
                 sender: self.sender,
                 report,
+                in_doubt: Mutex::new(in_doubt),
                 mode: self.mode,
                 thread: Mutex::new(Some(self.thread)),
             }),
@@ -376,6 +443,8 @@ pub(crate) struct Opened {
     pub commit: Arc<Commit>,
     /// What the start-up found.
     pub report: StartReport,
+    /// What replay left of cross-shard commits.
+    pub in_doubt: InDoubt,
 }
 
 /// The shard thread: storage, start-up, loop; then the shard is dropped before the storage.
@@ -444,13 +513,16 @@ pub(crate) fn open<S: Storage + 'static>(
         io.probe_direct_io(&config.dir)?;
     }
     let (memtable, mut writer, collector) = Memtable::create();
+    let mut in_doubt = InDoubt::default();
     let replayed = reader::replay(io, &config.dir, config.shard_id as u32, Lsn::FIRST, |rec| {
-        let Record::Write(w) = rec;
-        for op in &w.ops {
-            writer.insert(op.key(), w.ts, op.value());
-        }
+        in_doubt.replay(&mut writer, rec)
     })?;
-    let view = Arc::new(ShardView::new(config.shard_id, memtable.clone(), replayed.last_ts));
+    let view = Arc::new(ShardView::new(
+        config.shard_id,
+        memtable.clone(),
+        replayed.last_ts,
+        config.oracle.clone(),
+    ));
     let next_ts = replayed.last_ts.next();
     let (log, commit) = match config.wal_sync_mode {
         WalSyncMode::Sync => {
@@ -481,7 +553,7 @@ pub(crate) fn open<S: Storage + 'static>(
     };
     let shard =
         Shard::new(config.clone(), view.clone(), memtable, collector, log, &replayed.report);
-    Ok((shard, Opened { view, commit, report }))
+    Ok((shard, Opened { view, commit, report, in_doubt }))
 }
 
 /// A full disk at open gets a clear error: less room than one segment.

@@ -236,7 +236,7 @@ impl Run {
             self.summary.faults += self.disk.take_fired().len() as u64;
             match opened {
                 Ok((shard, opened)) => {
-                    let shard::Opened { view, commit, report } = opened;
+                    let shard::Opened { view, commit, report, .. } = opened;
                     self.summary.cuts += u64::from(report.recovery.cut.is_some());
                     let (sender, inbox) = ingress(64).map_err(|e| e.to_string())?;
                     let done = Vec::new();

@@ -31,7 +31,7 @@ use std::time::Instant;
 use super::chain::SegmentChain;
 use super::format;
 use super::reader::Replayed;
-use super::record::{self, Ops, GROUP_RECORD_BYTES};
+use super::record::{self, Body, GROUP_RECORD_BYTES};
 use super::{Urgency, WalError, WalOptions, WalProgress};
 use super::{TOKEN_KIND_MASK, TOKEN_WAL_WRITE};
 use crate::error::Error;
@@ -77,15 +77,15 @@ impl DirectLog {
     /// Copies a WRITE record for `ops` at `ts` into the open group and returns its LSN, or
     /// `None` (copying nothing) when there is no room: the shard thread must open a group that
     /// fits first.
-    pub fn append(&mut self, ts: Ts, ops: Ops<'_>) -> Option<Lsn> {
-        let bytes = ops.record_bytes();
+    pub fn append(&mut self, ts: Ts, body: Body<'_>) -> Option<Lsn> {
+        let bytes = body.record_bytes();
         let lsn = self.next_lsn;
         let group = self.open.as_mut()?;
         if format::next_group_offset(group.fill + bytes) > group.cap {
             return None;
         }
         self.scratch.clear();
-        ops.encode(&mut self.scratch, lsn, ts, group.generation);
+        body.encode(&mut self.scratch, lsn, ts, group.generation);
         group.buf.as_mut_slice()[group.fill..group.fill + bytes].copy_from_slice(&self.scratch);
         group.fill += bytes;
         group.last_lsn = lsn;
@@ -93,6 +93,11 @@ impl DirectLog {
         self.next_lsn = lsn.next();
         self.staged = lsn;
         Some(lsn)
+    }
+
+    /// True when a record of `bytes` fits the open group now.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.open.as_ref().is_some_and(|g| format::next_group_offset(g.fill + bytes) <= g.cap)
     }
 
     /// Records wait in the open group for the shard to write them.

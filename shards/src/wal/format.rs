@@ -14,7 +14,11 @@ use crate::version::Lsn;
 ///    a group that starts on a fresh sector starts with a GROUP record (its durable claim), an
 ///    idle shard and a clean close write one on their own; segments are created under a
 ///    temporary name and renamed into place once complete.
-pub const WAL_FORMAT_VERSION: u32 = 3;
+/// 4: the two-phase commit's records (PREPARE, COMMIT, ABORT, DECISION; kinds 3 to 6). A
+///    version 3 segment holds none of them, so this build reads it too.
+pub const WAL_FORMAT_VERSION: u32 = 4;
+/// The oldest segment version this build reads.
+pub const WAL_FORMAT_OLDEST_READ: u32 = 3;
 
 /// Magic at byte 0 of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LDB-WAL\0";
@@ -100,7 +104,7 @@ impl SegmentHeader {
             return Err(HeaderError::Checksum);
         }
         let version = read_u32(b, AT_VERSION);
-        if version != WAL_FORMAT_VERSION {
+        if !(WAL_FORMAT_OLDEST_READ..=WAL_FORMAT_VERSION).contains(&version) {
             return Err(HeaderError::Version(version));
         }
         Ok(SegmentHeader {
@@ -162,6 +166,13 @@ mod tests {
         let crc = crc32c::crc32c(&old[..AT_CRC]);
         old[AT_CRC..SEGMENT_HEADER_USED].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(SegmentHeader::decode(&old), Err(HeaderError::Version(2)));
+        old[AT_VERSION..AT_SHARD].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&old[..AT_CRC]);
+        old[AT_CRC..SEGMENT_HEADER_USED].copy_from_slice(&crc.to_le_bytes());
+        assert!(
+            SegmentHeader::decode(&old).is_ok(),
+            "version 3 holds no record this build misreads"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use super::chain::SegmentChain;
 use super::format;
 use super::reader::Replayed;
-use super::record::{self, Ops, GROUP_RECORD_BYTES, RECORD_HEADER_BYTES};
+use super::record::{self, Body, GROUP_RECORD_BYTES, RECORD_HEADER_BYTES};
 use super::{Urgency, WalError, WalOptions, WalProgress};
 use super::{TOKEN_KIND_MASK, TOKEN_WAL_SYNC};
 use crate::error::Error;
@@ -88,10 +88,15 @@ impl MappedLog {
         bytes + if self.fresh { GROUP_RECORD_BYTES } else { 0 }
     }
 
+    /// True when a record of `bytes` fits the active segment now.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.active.is_some() && self.room() >= self.need(bytes)
+    }
+
     /// Copies a WRITE record for `ops` at `ts` into the active segment and returns its LSN, or
     /// `None` (copying nothing) when it does not fit: the shard thread must roll over first.
-    pub fn append(&mut self, ts: Ts, ops: Ops<'_>) -> Option<Lsn> {
-        let bytes = ops.record_bytes();
+    pub fn append(&mut self, ts: Ts, body: Body<'_>) -> Option<Lsn> {
+        let bytes = body.record_bytes();
         if self.room() < self.need(bytes) {
             return None;
         }
@@ -99,7 +104,7 @@ impl MappedLog {
         let lsn = self.next_lsn;
         let active = self.active.as_mut()?;
         self.scratch.clear();
-        ops.encode(&mut self.scratch, lsn, ts, active.generation);
+        body.encode(&mut self.scratch, lsn, ts, active.generation);
         // The body first, then the header: a kill at any instant leaves a prefix of complete
         // records, never a gap followed by a valid record.
         let copied = active.map.write_record_at(active.offset, &self.scratch, RECORD_HEADER_BYTES);

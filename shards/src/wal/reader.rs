@@ -425,13 +425,15 @@ pub fn scan_segment(
         };
         match (decision, parsed) {
             (Decision::Apply, Parsed::Record(rec)) => {
-                let Decoded::Write(write) = decode(&rec, path, at)? else {
-                    return Err(lost_record(path, at));
+                let record = match decode(&rec, path, at)? {
+                    Decoded::Write(write) => Record::Write(write),
+                    Decoded::Tx(record) => record,
+                    Decoded::Group { .. } => return Err(lost_record(path, at)),
                 };
-                if write.lsn >= checkpoint {
-                    scan.last_ts = scan.last_ts.max(write.ts);
+                if rec.lsn >= checkpoint {
+                    scan.last_ts = scan.last_ts.max(rec.ts);
                     scan.applied += 1;
-                    apply(Record::Write(write));
+                    apply(record);
                 } else {
                     scan.below_checkpoint += 1;
                 }
@@ -470,7 +472,11 @@ fn decode(rec: &RecordView<'_>, path: &Path, at: usize) -> Result<Decoded> {
 fn classify(parsed: &Parsed<'_>, expected: Lsn, generation: u32) -> RecordState {
     match parsed {
         Parsed::Record(r) if r.lsn == expected && r.generation == generation => match r.kind {
-            record::KIND_WRITE => RecordState::Valid,
+            record::KIND_WRITE
+            | record::KIND_PREPARE
+            | record::KIND_COMMIT
+            | record::KIND_ABORT
+            | record::KIND_DECISION => RecordState::Valid,
             KIND_GROUP if r.decode().is_ok() => RecordState::Claim,
             _ => RecordState::Unexpected,
         },

@@ -10,9 +10,12 @@
 //! of a batch) with one LSN and one timestamp. A GROUP record frames a group of records that
 //! starts on a fresh sector and carries a *durable claim*: the highest LSN that was durable when
 //! the group was made. Replay yields only [`Record`]s; GROUP records are the log's own
-//! bookkeeping. Kinds 3 to 6 are reserved for the coming transaction and checkpoint records
-//! (prepare, commit, abort, checkpoint); a record of any kind this build does not know fails
-//! replay with a clear error instead of being skipped.
+//! bookkeeping. The two-phase commit adds four kinds (`docs/ARCHITECTURE.md`, "Cross-shard
+//! commits"): PREPARE (a participant's part of a cross-shard commit, its operations not yet
+//! applied), COMMIT and ABORT (a participant's outcome marker for a PREPARE before it), and
+//! DECISION (the coordinator's durable commit decision). Kind 7 is reserved for checkpoints; a
+//! record of any kind this build does not know fails replay with a clear error instead of being
+//! skipped.
 
 use std::sync::Arc;
 
@@ -32,9 +35,20 @@ const _: () = assert!(AT_KIND + 1 + 3 == RECORD_HEADER_BYTES);
 pub const KIND_WRITE: u8 = 1;
 /// Kind of a GROUP record (takes no LSN of its own; its LSN field is the group's first LSN).
 pub const KIND_GROUP: u8 = 2;
-/// Kinds reserved for records this build does not write yet: prepare, commit, abort and
-/// checkpoint. Named so that no other record takes them.
-pub const KINDS_RESERVED: std::ops::RangeInclusive<u8> = 3..=6;
+/// Kind of a PREPARE record: transaction id, coordinator, participants, then a WRITE payload.
+pub const KIND_PREPARE: u8 = 3;
+/// Kind of a COMMIT marker: the transaction id; the header's timestamp is the commit's.
+pub const KIND_COMMIT: u8 = 4;
+/// Kind of an ABORT marker: the transaction id.
+pub const KIND_ABORT: u8 = 5;
+/// Kind of a DECISION record: the transaction id and its participants (the decision is commit;
+/// no decision means abort).
+pub const KIND_DECISION: u8 = 6;
+/// Kinds reserved for records this build does not write yet: checkpoint. Named so that no
+/// other record takes them.
+pub const KINDS_RESERVED: std::ops::RangeInclusive<u8> = 7..=7;
+/// Most participants a cross-shard commit lists (a database has at most this many shards).
+pub const MAX_PARTICIPANTS: usize = 4096;
 
 /// Bytes of a GROUP record's payload: the durable claim (`u64`).
 const GROUP_PAYLOAD_BYTES: usize = 8;
@@ -229,6 +243,150 @@ impl<'a> Ops<'a> {
     }
 }
 
+/// The body of one record the writers place: a write, or one of the two-phase commit's.
+#[derive(Clone, Copy, Debug)]
+pub enum Body<'a> {
+    /// A WRITE record.
+    Write(Ops<'a>),
+    /// A participant's part of a cross-shard commit, not applied until its outcome.
+    Prepare {
+        /// The transaction.
+        txid: u64,
+        /// The shard holding the decision.
+        coordinator: u32,
+        /// Every shard with a PREPARE for it, ascending.
+        participants: &'a [u32],
+        /// This shard's operations.
+        ops: Ops<'a>,
+    },
+    /// A participant's COMMIT (`commit: true`) or ABORT marker.
+    Outcome {
+        /// The transaction.
+        txid: u64,
+        /// Commit or abort.
+        commit: bool,
+    },
+    /// The coordinator's commit decision.
+    Decision {
+        /// The transaction.
+        txid: u64,
+        /// Every shard with a PREPARE for it, ascending.
+        participants: &'a [u32],
+    },
+}
+
+impl<'a> From<Ops<'a>> for Body<'a> {
+    fn from(ops: Ops<'a>) -> Self {
+        Body::Write(ops)
+    }
+}
+
+/// Bytes of a transaction id.
+const TXID_BYTES: usize = 8;
+
+impl Body<'_> {
+    /// Bytes of the whole record.
+    pub fn record_bytes(self) -> usize {
+        match self {
+            Body::Write(ops) => ops.record_bytes(),
+            Body::Prepare { participants, ops, .. } => {
+                ops.record_bytes() + TXID_BYTES + 4 + 4 + 4 * participants.len()
+            }
+            Body::Outcome { .. } => RECORD_HEADER_BYTES + TXID_BYTES,
+            Body::Decision { participants, .. } => {
+                RECORD_HEADER_BYTES + TXID_BYTES + 4 + 4 * participants.len()
+            }
+        }
+    }
+
+    /// Appends the whole record to `out`.
+    pub fn encode(self, out: &mut Vec<u8>, lsn: Lsn, ts: Ts, generation: u32) {
+        let start = out.len();
+        let kind = match self {
+            Body::Write(ops) => return ops.encode(out, lsn, ts, generation),
+            Body::Prepare { .. } => KIND_PREPARE,
+            Body::Outcome { commit: true, .. } => KIND_COMMIT,
+            Body::Outcome { commit: false, .. } => KIND_ABORT,
+            Body::Decision { .. } => KIND_DECISION,
+        };
+        let payload_len = self.record_bytes() - RECORD_HEADER_BYTES;
+        out.resize(start + RECORD_HEADER_BYTES, 0);
+        header_into(&mut out[start..], payload_len, lsn, ts, generation, kind);
+        match self {
+            Body::Write(_) => {}
+            Body::Prepare { txid, coordinator, participants, ops } => {
+                out.extend_from_slice(&txid.to_le_bytes());
+                out.extend_from_slice(&coordinator.to_le_bytes());
+                put_participants(out, participants);
+                let mut ops_record = Vec::with_capacity(ops.record_bytes());
+                ops.encode(&mut ops_record, lsn, ts, generation);
+                out.extend_from_slice(&ops_record[RECORD_HEADER_BYTES..]);
+            }
+            Body::Outcome { txid, .. } => out.extend_from_slice(&txid.to_le_bytes()),
+            Body::Decision { txid, participants } => {
+                out.extend_from_slice(&txid.to_le_bytes());
+                put_participants(out, participants);
+            }
+        }
+        seal(&mut out[start..]);
+        debug_assert_eq!(out.len() - start, self.record_bytes());
+    }
+}
+
+fn put_participants(out: &mut Vec<u8>, participants: &[u32]) {
+    out.extend_from_slice(&(participants.len() as u32).to_le_bytes());
+    for p in participants {
+        out.extend_from_slice(&p.to_le_bytes());
+    }
+}
+
+/// Reads a participant list at the start of `p`: the list and the bytes it took.
+fn get_participants(p: &[u8]) -> Result<(Vec<u32>, usize), &'static str> {
+    let count = p.get(..4).map(|_| read_u32(p, 0) as usize).ok_or("participants cut short")?;
+    if count == 0 || count > MAX_PARTICIPANTS {
+        return Err("participant count out of range");
+    }
+    let end = 4 + 4 * count;
+    let bytes = p.get(4..end).ok_or("participants past the payload")?;
+    let list: Vec<u32> = bytes.chunks_exact(4).map(|c| read_u32(c, 0)).collect();
+    if list.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("participants not ascending");
+    }
+    Ok((list, end))
+}
+
+fn get_txid(p: &[u8]) -> Result<u64, &'static str> {
+    p.get(..TXID_BYTES).map(|_| read_u64(p, 0)).ok_or("payload shorter than a transaction id")
+}
+
+/// A decoded PREPARE record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrepareRecord {
+    /// Its place in the log.
+    pub lsn: Lsn,
+    /// Its timestamp (not the commit's: the operations get the COMMIT marker's).
+    pub ts: Ts,
+    /// The transaction.
+    pub txid: u64,
+    /// The shard holding the decision.
+    pub coordinator: u32,
+    /// Every shard with a PREPARE for this transaction.
+    pub participants: Vec<u32>,
+    /// This shard's operations.
+    pub ops: Vec<WriteOp>,
+}
+
+/// A decoded COMMIT or ABORT marker, or DECISION record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxRecord {
+    /// Its place in the log.
+    pub lsn: Lsn,
+    /// Its timestamp (a COMMIT marker's is the commit's).
+    pub ts: Ts,
+    /// The transaction.
+    pub txid: u64,
+}
+
 /// A decoded WRITE record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRecord {
@@ -246,6 +404,25 @@ pub struct WriteRecord {
 pub enum Record {
     /// An atomic set of writes.
     Write(WriteRecord),
+    /// A participant's part of a cross-shard commit.
+    Prepare(PrepareRecord),
+    /// The COMMIT marker of a PREPARE earlier in this log.
+    Commit(TxRecord),
+    /// The ABORT marker of a PREPARE earlier in this log.
+    Abort(TxRecord),
+    /// This shard, as coordinator, decided to commit; the participants are listed.
+    Decision(TxRecord, Vec<u32>),
+}
+
+impl Record {
+    /// Its place in the log.
+    pub fn lsn(&self) -> Lsn {
+        match self {
+            Record::Write(w) => w.lsn,
+            Record::Prepare(p) => p.lsn,
+            Record::Commit(t) | Record::Abort(t) | Record::Decision(t, _) => t.lsn,
+        }
+    }
 }
 
 /// A record decoded from its bytes.
@@ -253,6 +430,8 @@ pub enum Record {
 pub enum Decoded {
     /// A WRITE record.
     Write(WriteRecord),
+    /// Any of the two-phase commit's records.
+    Tx(Record),
     /// A GROUP record: the group starting at `first_lsn` was made when every LSN up to
     /// `durable_before` was durable.
     Group {
@@ -278,8 +457,8 @@ impl std::fmt::Display for DecodeError {
         match self {
             DecodeError::UnknownKind(k) if KINDS_RESERVED.contains(k) => write!(
                 f,
-                "record kind {k} is reserved for transaction and checkpoint records, which this \
-                 build does not read"
+                "record kind {k} is reserved for checkpoint records, which this build does not \
+                 read"
             ),
             DecodeError::UnknownKind(k) => write!(f, "record kind {k} is unknown to this build"),
             DecodeError::Malformed(what) => f.write_str(what),
@@ -314,10 +493,51 @@ impl RecordView<'_> {
             KIND_WRITE => decode_write_payload(self.payload)
                 .map(|ops| Decoded::Write(WriteRecord { lsn: self.lsn, ts: self.ts, ops }))
                 .map_err(DecodeError::Malformed),
+            KIND_PREPARE | KIND_COMMIT | KIND_ABORT | KIND_DECISION => {
+                self.decode_tx().map(Decoded::Tx).map_err(DecodeError::Malformed)
+            }
             KIND_GROUP => group_durable_before(self.payload)
                 .map(|durable_before| Decoded::Group { first_lsn: self.lsn, durable_before })
                 .ok_or(DecodeError::Malformed("GROUP payload is not 8 bytes")),
             other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}
+
+impl RecordView<'_> {
+    fn decode_tx(&self) -> Result<Record, &'static str> {
+        let p = self.payload;
+        let txid = get_txid(p)?;
+        let tx = TxRecord { lsn: self.lsn, ts: self.ts, txid };
+        let rest = &p[TXID_BYTES..];
+        match self.kind {
+            KIND_PREPARE => {
+                let coordinator =
+                    rest.get(..4).map(|_| read_u32(rest, 0)).ok_or("PREPARE cut short")?;
+                let (participants, used) = get_participants(&rest[4..])?;
+                if !participants.contains(&coordinator) {
+                    return Err("the coordinator is not a participant");
+                }
+                let ops = decode_write_payload(&rest[4 + used..])?;
+                Ok(Record::Prepare(PrepareRecord {
+                    lsn: self.lsn,
+                    ts: self.ts,
+                    txid,
+                    coordinator,
+                    participants,
+                    ops,
+                }))
+            }
+            KIND_COMMIT | KIND_ABORT if !rest.is_empty() => Err("trailing bytes after the id"),
+            KIND_COMMIT => Ok(Record::Commit(tx)),
+            KIND_ABORT => Ok(Record::Abort(tx)),
+            _ => {
+                let (participants, used) = get_participants(rest)?;
+                if used != rest.len() {
+                    return Err("trailing bytes after the participants");
+                }
+                Ok(Record::Decision(tx, participants))
+            }
         }
     }
 }
@@ -529,7 +749,7 @@ mod tests {
 
     #[test]
     fn unknown_and_reserved_kinds_are_named_errors() {
-        for kind in [3u8, 6, 7, 200] {
+        for kind in [7u8, 8, 200] {
             let mut rec = write(1, 1, 1);
             rec[AT_KIND] = kind;
             seal(&mut rec);
@@ -540,6 +760,49 @@ mod tests {
             assert!(text.contains(&kind.to_string()), "{text}");
             assert_eq!(text.contains("reserved"), KINDS_RESERVED.contains(&kind), "{text}");
         }
+    }
+
+    fn decode_body(body: Body<'_>) -> Result<Decoded, DecodeError> {
+        let mut rec = Vec::new();
+        body.encode(&mut rec, Lsn::new(9), Ts::new(90), 4);
+        assert_eq!(rec.len(), body.record_bytes());
+        let Parsed::Record(r) = parse(&rec, 0) else { panic!("checksum must match") };
+        assert_eq!((r.lsn, r.ts, r.generation), (Lsn::new(9), Ts::new(90), 4));
+        r.decode()
+    }
+
+    #[test]
+    fn transaction_records_round_trip() {
+        let ops = ops();
+        let prepare =
+            Body::Prepare { txid: 77, coordinator: 1, participants: &[1, 3], ops: Ops::Many(&ops) };
+        let Ok(Decoded::Tx(Record::Prepare(p))) = decode_body(prepare) else { panic!() };
+        assert_eq!((p.txid, p.coordinator, p.participants, p.ops), (77, 1, vec![1, 3], ops));
+        let commit = decode_body(Body::Outcome { txid: 5, commit: true });
+        assert!(matches!(commit, Ok(Decoded::Tx(Record::Commit(TxRecord { txid: 5, .. })))));
+        let abort = decode_body(Body::Outcome { txid: 6, commit: false });
+        assert!(matches!(abort, Ok(Decoded::Tx(Record::Abort(TxRecord { txid: 6, .. })))));
+        let decision = decode_body(Body::Decision { txid: 8, participants: &[0, 2] });
+        let Ok(Decoded::Tx(Record::Decision(d, list))) = decision else { panic!() };
+        assert_eq!((d.txid, list), (8, vec![0, 2]));
+    }
+
+    #[test]
+    fn malformed_transaction_records_are_errors() {
+        let bad = [
+            Body::Decision { txid: 1, participants: &[] },
+            Body::Decision { txid: 1, participants: &[2, 1] },
+            Body::Prepare { txid: 1, coordinator: 5, participants: &[1, 2], ops: Ops::Many(&[]) },
+        ];
+        for body in bad {
+            assert!(matches!(decode_body(body), Err(DecodeError::Malformed(_))), "{body:?}");
+        }
+        // An outcome marker cut short (its payload is 4 bytes, not 8).
+        let mut rec = vec![0u8; RECORD_HEADER_BYTES + 4];
+        header_into(&mut rec, 4, Lsn::new(1), Ts::new(1), 1, KIND_COMMIT);
+        seal(&mut rec);
+        let Parsed::Record(r) = parse(&rec, 0) else { panic!() };
+        assert!(matches!(r.decode(), Err(DecodeError::Malformed(_))));
     }
 
     #[test]

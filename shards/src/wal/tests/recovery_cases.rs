@@ -7,7 +7,10 @@
 
 use std::path::PathBuf;
 
-use super::format::{SegmentHeader, GROUP_ALIGN_BYTES, SEGMENT_HEADER_BYTES, WAL_FORMAT_VERSION};
+use super::format::{
+    SegmentHeader, GROUP_ALIGN_BYTES, SEGMENT_HEADER_BYTES, WAL_FORMAT_OLDEST_READ,
+    WAL_FORMAT_VERSION,
+};
 use super::reader::{replay, scan_segment, Replayed, Tail};
 use super::record::{encode_group, encode_write, Record, WriteOp, GROUP_RECORD_BYTES};
 use super::recovery::tests::{FOLLOWING, HORIZONS, SEGMENT_STATES, STATES};
@@ -84,8 +87,7 @@ fn replay_dir(disk: &SimDisk, checkpoint: u64) -> (Result<Replayed>, Vec<u64>) {
     let mut applied = Vec::new();
     let mut io = storage(disk);
     let result = replay(&mut io, &dir(), 0, Lsn::new(checkpoint), |rec| {
-        let Record::Write(w) = rec;
-        applied.push(w.lsn.get());
+        applied.push(rec.lsn().get());
     });
     (result, applied)
 }
@@ -129,8 +131,7 @@ fn check_record_row(state: RecordState, following: Following, horizon: Horizon, 
     let h = header(1, 1);
     let mut applied = Vec::new();
     let mut apply = |rec: Record| {
-        let Record::Write(w) = rec;
-        applied.push(w.lsn.get());
+        applied.push(rec.lsn().get());
     };
     let mut asked = |_: usize, _: Lsn| Ok(horizon);
     let result = scan_segment(&img, &h, Lsn::FIRST, Lsn::FIRST, &path, &mut apply, &mut asked);
@@ -198,7 +199,7 @@ fn segment_fixture(disk: &SimDisk, state: SegmentState, horizon: Horizon) {
     match state {
         SegmentState::BadHeader => img[20] ^= 0xff,
         SegmentState::OtherVersion => {
-            img[8..12].copy_from_slice(&(WAL_FORMAT_VERSION - 1).to_le_bytes());
+            img[8..12].copy_from_slice(&(WAL_FORMAT_OLDEST_READ - 1).to_le_bytes());
             let crc = crc32c::crc32c(&img[..60]);
             img[60..64].copy_from_slice(&crc.to_le_bytes());
         }
@@ -247,7 +248,7 @@ fn check_segment_row(state: SegmentState, horizon: Horizon, d: SegmentDecision) 
             Err(Error::IncompatibleVersion { file, found, supported }) => {
                 assert_eq!(
                     (file, found, supported),
-                    (seg2.clone(), WAL_FORMAT_VERSION - 1, WAL_FORMAT_VERSION)
+                    (seg2.clone(), WAL_FORMAT_OLDEST_READ - 1, WAL_FORMAT_VERSION)
                 );
             }
             other => panic!("{row}: expected IncompatibleVersion, got {other:?}"),

@@ -31,6 +31,10 @@
 //! log; no thread sends a message or waits for another while it holds the lock (the shard
 //! thread takes it, so that would deadlock).
 
+mod txn;
+
+pub use txn::{commit_prepared, Applying, KeyLocks, KeyRange, TxPart, TxStep};
+
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -46,7 +50,7 @@ use crate::stats::{OpKind, ShardStats};
 use crate::version::Lsn;
 use crate::version::Ts;
 use crate::view::ShardView;
-use crate::wal::record::{AsOp, OpRef, Ops, WriteOp};
+use crate::wal::record::{AsOp, Body, OpRef, Ops, WriteOp};
 use crate::wal::{DirectLog, MappedLog};
 
 /// Times a caller tries the commit lock, spinning, before it queues its request.
@@ -158,7 +162,7 @@ pub enum LogHalf {
 }
 
 impl LogHalf {
-    fn append(&mut self, ts: Ts, ops: Ops<'_>) -> Option<Lsn> {
+    fn append(&mut self, ts: Ts, ops: Body<'_>) -> Option<Lsn> {
         match self {
             LogHalf::Mapped(log) => log.append(ts, ops),
             LogHalf::Direct(log) => log.append(ts, ops),
@@ -189,13 +193,17 @@ pub struct CommitState {
     waiting: Vec<Waiter>,
     /// Reused by `place`: a batch's keys, prepared.
     prepared: Vec<memtable::Prepared>,
-    /// The timestamp the next write gets.
+    /// The timestamp the next write gets (at least: a snapshot's fence may raise it).
     next_ts: Ts,
+    /// The timestamp of the newest commit placed on this shard.
+    last_placed: Ts,
     memtable: MemtableWriter,
     /// Keys given a newer version, for the shard's garbage collection.
     gc: Vec<(EntryRef, Ts)>,
     /// The shard is closing or has stopped: writes answer `Closed`.
     closed: bool,
+    /// Keys and ranges held by cross-shard commits in progress.
+    locks: KeyLocks,
     /// The writes applied under the lock: counts, errors and latencies (from the call to the
     /// acknowledgement, the wait for the lock included).
     pub stats: ShardStats,
@@ -313,6 +321,14 @@ impl CommitState {
         if view.is_poisoned() {
             return Placed::Refused(Error::Poisoned { shard: view.shard_id() });
         }
+        if !self.locks.is_empty() {
+            let mut blocked = false;
+            ops.each(|op| blocked |= self.locks.blocks_write(op.key(), None));
+            if blocked {
+                // The writer retries (a plain write) or reports the conflict (a transaction).
+                return Placed::Refused(txn::locked());
+            }
+        }
         let ts = self.next_ts;
         // The memtable slots the writes go to are fetched while the record is encoded (a
         // batch's all at once: the misses overlap).
@@ -326,10 +342,11 @@ impl CommitState {
                 Prepared::Many
             }
         };
-        let Some(lsn) = self.log.append(ts, ops) else {
+        let Some(lsn) = self.log.append(ts, Body::Write(ops)) else {
             return Placed::Full;
         };
         self.next_ts = ts.next();
+        self.last_placed = ts;
         #[cfg(any(test, feature = "simulation"))]
         self.placed.push(ops.first_key().map_or(0, |k| k.as_ptr() as usize));
         let (memtable, gc) = (&mut self.memtable, &mut self.gc);
@@ -350,6 +367,17 @@ impl CommitState {
             }
         });
         Placed::At { lsn, ts }
+    }
+
+    /// The timestamp of the newest commit placed on this shard (once it is visible, every
+    /// commit of this shard is).
+    pub fn last_ts(&self) -> Ts {
+        self.last_placed
+    }
+
+    /// Makes every commit placed from now on get a timestamp of at least `ts`.
+    pub fn raise_clock(&mut self, ts: Ts) {
+        self.next_ts = self.next_ts.max(ts);
     }
 
     /// Shard-side: refuses every write from now on (a close, or a stopped shard thread).
@@ -416,9 +444,11 @@ impl Commit {
             waiting: Vec::new(),
             prepared: Vec::new(),
             next_ts,
+            last_placed: Ts::new(next_ts.get().saturating_sub(1)),
             memtable,
             gc: Vec::new(),
             closed: false,
+            locks: KeyLocks::default(),
             stats: ShardStats::new(view.shard_id()),
             #[cfg(any(test, feature = "simulation"))]
             placed: Vec::new(),
@@ -634,6 +664,20 @@ impl Commit {
     /// True when requests wait for a lock holder.
     pub fn has_queued(&self) -> bool {
         self.queued.load(Ordering::Relaxed) > 0 || !self.queue_rx.is_empty()
+    }
+
+    /// Caller-side, for a database snapshot at `ts`: raises this shard's clock above `ts` and
+    /// returns the timestamp the shard's visible watermark must reach before the snapshot
+    /// reads (its newest commit at or below `ts`).
+    pub fn fence(&self, ts: Ts) -> Ts {
+        let mut state = self.lock();
+        state.raise_clock(ts.next());
+        state.last_ts().min(ts)
+    }
+
+    /// True once the shard closed or stopped: nothing more is placed or acknowledged.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Keys queued for garbage collection, as of the last holder.
