@@ -117,6 +117,8 @@ pub(super) struct DiskState {
     pub(super) frozen: bool,
     /// The interrupted store of the freeze happened (in part) already.
     pub(super) frozen_torn_done: bool,
+    /// A dead process's I/O fails (EIO) instead of vanishing, so its threads stop.
+    pub(super) fail_dead: bool,
     /// Bumped by every crash: storages of an earlier epoch belong to a dead process.
     pub(super) epoch: u64,
     pub(super) next_owner: u64,
@@ -162,6 +164,7 @@ impl DiskState {
             freeze_after: None,
             frozen: false,
             frozen_torn_done: false,
+            fail_dead: false,
             epoch: 0,
             next_owner: 1,
             capacity_bytes: 1 << 40,

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use disk::DiskState;
 
 use super::{FileHandle, IoBuf, IoDone, MapSegment, OpenHow, Storage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ingress::Inbox;
 
 /// Which operation a fault hits.
@@ -198,6 +198,14 @@ impl SimDisk {
         self.lock().power_loss();
     }
 
+    /// From now on, the I/O of a dead process (after a crash, or past a `freeze_after` limit)
+    /// fails with EIO instead of vanishing without an answer: for tests that keep using (and
+    /// then drop) a database whose process "died", so its threads see errors and stop. What
+    /// reaches the disk is the same either way.
+    pub fn fail_dead_io(&self, on: bool) {
+        self.lock().fail_dead = on;
+    }
+
     /// The process dies after `ops` more mutating operations, in the middle of whatever it is
     /// doing: the operation that hits the limit happens in part, later ones not at all.
     /// [`SimDisk::frozen`] tells when it happened; then call `crash` or `power_loss`.
@@ -307,6 +315,9 @@ impl SimStorage {
     ) -> io::Result<T> {
         let mut s = self.disk.lock();
         if s.dead(self.epoch) {
+            if s.fail_dead {
+                return Err(errno(libc::EIO));
+            }
             return Ok(dead);
         }
         if let Some((op, path)) = fault {
@@ -422,6 +433,9 @@ impl Storage for SimStorage {
     ) -> Result<()> {
         let mut s = self.disk.lock();
         if s.dead(self.epoch) {
+            if s.fail_dead {
+                return Err(Error::io("write (dead process)", &file.path, errno(libc::EIO)));
+            }
             return Ok(()); // the buffer is simply dropped: no kernel will ever read it
         }
         buf.set_in_kernel(true);
@@ -435,6 +449,8 @@ impl Storage for SimStorage {
         let mut s = self.disk.lock();
         if !s.dead(self.epoch) {
             s.submit_sync(self.owner, token, file.inode, file.path.clone());
+        } else if s.fail_dead {
+            return Err(Error::io("fdatasync (dead process)", &file.path, errno(libc::EIO)));
         }
         Ok(())
     }
