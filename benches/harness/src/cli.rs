@@ -23,7 +23,8 @@ pub struct Args {
     /// Workloads, comma separated (see --list).
     #[arg(long, value_delimiter = ',', default_value = "fillseq,readrandom,ycsb_a")]
     pub workloads: Vec<String>,
-    /// Keys in the data set.
+    /// Keys in the data set (for `transfer`: accounts, each an 8-byte balance; fewer accounts,
+    /// more conflicts).
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
     /// Key size, bytes (at least 8).
@@ -118,6 +119,8 @@ pub fn cases(args: &Args) -> Result<Vec<CaseParams>> {
         let (keys, value_bytes) = match w.as_str() {
             "large" => (args.keys.min(4096), 64 * 1024),
             "large_1m" => (args.keys.min(512), 1 << 20),
+            // Each account's value is its balance, a u64.
+            "transfer" => (args.keys, 8),
             _ => (args.keys, args.value_bytes),
         };
         for engine in &args.engines {
@@ -208,6 +211,12 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<RunReport> {
             case.mode.name()
         );
         let result: CaseReport = match run_case(case) {
+            Ok(r) if r.ops_by_type.is_empty() && !r.notes.is_empty() => {
+                // A case that measured nothing (an engine without transactions for
+                // `transfer`) says why on the console too, not only in the reports.
+                eprintln!("  {}", r.notes.join("; "));
+                r
+            }
             Ok(r) => r,
             Err(e) => {
                 eprintln!("  failed: {e}");
@@ -235,6 +244,7 @@ fn failed(case: &CaseParams, e: &BenchError) -> CaseReport {
         timeline: Vec::new(),
         engine_stats: None,
         notes: vec![format!("failed: {e}")],
+        transfer: None,
     }
 }
 
@@ -289,6 +299,17 @@ mod tests {
         assert!(cases(&args("--workloads nope")).is_err());
         assert!(cases(&args("--modes fast")).is_err());
         assert!(cases(&args("--workloads readrandom --distribution gaussian")).is_err());
+    }
+
+    #[test]
+    fn transfer_uses_the_keys_as_accounts_of_8_byte_balances() {
+        let c =
+            cases(&args("--workloads transfer --keys 1000 --threads 1,2,4 --modes normal,sync"))
+                .unwrap();
+        assert_eq!(c.len(), 2 * 3, "transfer writes: it runs in every mode");
+        assert!(c.iter().all(|x| x.keys == 1000 && x.value_bytes == 8));
+        assert!(c.iter().all(|x| matches!(x.distribution, Distribution::Uniform)));
+        assert_eq!(c[0].ops, Some(1000), "one transfer per account by default");
     }
 
     #[test]

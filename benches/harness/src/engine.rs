@@ -78,10 +78,43 @@ pub struct EngineConfig {
     pub spin_us: Option<u64>,
     /// Largest value the workload writes (engines with a value limit are configured for it).
     pub max_value_bytes: usize,
+    /// Open for [`Engine::transfer`] (the `transfer` workload only): an engine whose
+    /// transactional database is a different type from its plain one (fjall's
+    /// `OptimisticTxDatabase`) opens that instead; every other engine ignores it, so the other
+    /// workloads open exactly what they did before.
+    pub transactional: bool,
 }
 
 /// One operation of an atomic batch: a put (`Some(value)`) or a delete (`None`).
 pub type BatchOp<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// How one [`Engine::transfer`] attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// Both balances were written and the transaction committed.
+    Committed,
+    /// The engine's optimistic concurrency control refused the commit (another transaction
+    /// wrote a key this one read): nothing was written, and the caller retries.
+    Conflict,
+}
+
+/// The balance stored in an account's value: 8 bytes, `u64` little-endian; a missing key is 0.
+pub fn decode_balance(value: Option<&[u8]>) -> Result<u64> {
+    match value {
+        None => Ok(0),
+        Some(v) => <[u8; 8]>::try_from(v).map(u64::from_le_bytes).map_err(|_| {
+            BenchError(format!("an account's value is {} bytes, not an 8-byte balance", v.len()))
+        }),
+    }
+}
+
+/// The balances after moving `amount` from an account holding `from` to one holding `to`:
+/// the debit saturates at `from`, and `to` is credited with what was actually debited, so the
+/// sum of the two never changes (the workload's invariant).
+pub fn apply_transfer(from: u64, to: u64, amount: u64) -> (u64, u64) {
+    let moved = amount.min(from);
+    (from - moved, to.saturating_add(moved))
+}
 
 /// A key-value store under test. `&self` everywhere: engines are shared by every thread.
 pub trait Engine: Send + Sync {
@@ -112,6 +145,23 @@ pub trait Engine: Send + Sync {
     /// The engine's own statistics as JSON, if it keeps any: since [`Engine::phase_start`].
     fn stats(&self) -> Option<serde_json::Value> {
         None
+    }
+    /// One transaction of the `transfer` workload: read the balances of `from` and `to`
+    /// ([`decode_balance`]), write both back after [`apply_transfer`], commit with the mode's
+    /// durability. `from != to`. An optimistic conflict is `Ok(Some(Transfer::Conflict))`, not
+    /// an error: nothing was written and the runner retries the same transfer. `Ok(None)` (the
+    /// default) means the engine has no transactions, and the workload skips it.
+    fn transfer(&self, from: &[u8], to: &[u8], amount: u64) -> Result<Option<Transfer>> {
+        let _ = (from, to, amount);
+        Ok(None)
+    }
+    /// True when `a` and `b` live in the same partition (shard) of the engine. The `transfer`
+    /// workload re-picks its second account while this holds (a bounded number of times), so a
+    /// partitioned engine is measured on transactions that span two partitions. The default,
+    /// false, suits every engine that is not partitioned.
+    fn same_partition(&self, a: &[u8], b: &[u8]) -> bool {
+        let _ = (a, b);
+        false
     }
 }
 

@@ -71,6 +71,43 @@ pub struct CaseReport {
     pub engine_stats: Option<serde_json::Value>,
     /// Anything the reader should know (capped by time, unsupported, ...).
     pub notes: Vec<String>,
+    /// The `transfer` workload's own figures (absent for every other workload, and in reports
+    /// recorded before the workload existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferReport>,
+}
+
+/// What the `transfer` workload counts besides throughput and latency. Its `ops` are committed
+/// transfers, so `ops_per_sec` is transactions per second, and each latency covers one whole
+/// transfer, its retries included.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TransferReport {
+    /// Accounts (keys) the transfers moved money between.
+    pub accounts: u64,
+    /// Transaction attempts: every commit tried, committed or refused.
+    pub attempts: u64,
+    /// Attempts refused by the engine's optimistic concurrency control (each one retried).
+    pub conflicts: u64,
+    /// `conflicts / attempts` (0 with no attempts).
+    pub conflict_rate: f64,
+    /// Sum of every balance after the measured phase: checked equal to `accounts` × the
+    /// initial balance, or the case fails.
+    pub total_balance: u64,
+}
+
+impl TransferReport {
+    /// The one-line summary the reports show, e.g. "conflicts 12 of 10012 attempts (0.12 %);
+    /// total of 1000 balances unchanged (1000000000)".
+    pub fn summary(&self) -> String {
+        format!(
+            "conflicts {} of {} attempts ({:.2} %); total of {} balances unchanged ({})",
+            self.conflicts,
+            self.attempts,
+            self.conflict_rate * 100.0,
+            self.accounts,
+            self.total_balance
+        )
+    }
 }
 
 /// The knobs of a case.

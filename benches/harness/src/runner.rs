@@ -8,6 +8,7 @@
 //! shows up in the latencies of every operation it delayed (no coordinated omission; YCSB's
 //! `-target` with HdrHistogram does the same).
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -15,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::engine::{self, BatchOp, Engine, EngineConfig, Mode, Result};
-use crate::model::{CaseConfig, CaseReport, IntervalPoint, OpReport};
-use crate::workload::{self, Distribution, KeyChooser, Op, Rng, ValuePool, WorkloadSpec};
+use crate::engine::{self, BatchOp, BenchError, Engine, EngineConfig, Mode, Result, Transfer};
+use crate::model::{CaseConfig, CaseReport, IntervalPoint, OpReport, TransferReport};
+use crate::workload::{
+    self, Distribution, KeyChooser, Op, Rng, ValuePool, WorkloadSpec, INITIAL_BALANCE, MAX_AMOUNT,
+    SAME_PARTITION_TRIES,
+};
 
 /// Everything one case needs.
 #[derive(Clone, Debug)]
@@ -58,7 +62,7 @@ pub struct CaseParams {
     pub rate: Option<f64>,
     /// Seed.
     pub seed: u64,
-    /// Puts per batch (`fillbatch`, `transfer`).
+    /// Puts per batch (`fillbatch`).
     pub batch_size: usize,
     /// Entries per scan.
     pub scan_len: usize,
@@ -161,13 +165,25 @@ struct Phase {
     permutation: Arc<Vec<u64>>,
     inserted: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
 }
 
-/// Runs one case end to end.
+/// Transfer attempts and conflicts of one measured phase, all threads together: each thread
+/// counts in its own cells and adds them here once, at its end, so counting costs the measured
+/// transfers no shared cache line.
+#[derive(Default)]
+struct Tally {
+    attempts: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+/// A transfer refused this many times in a row is an error, not a figure: a livelocked engine
+/// must not hang the run.
+const MAX_CONFLICTS_IN_A_ROW: u64 = 100_000;
+
+/// Runs one case end to end: opens the engine in a fresh directory, runs the case on it
+/// ([`run_case_on`]) and removes the directory.
 pub fn run_case(params: &CaseParams) -> Result<CaseReport> {
-    if params.workload.name == "transfer" {
-        return Ok(unsupported(params, "transfer needs cross-shard transactions, which lightning_db does not have yet; skipped"));
-    }
     let dir = params.data_dir.join(format!(
         "{}-{}-{}",
         params.engine,
@@ -185,8 +201,43 @@ pub fn run_case(params: &CaseParams) -> Result<CaseReport> {
         pin_shards: params.pin_shards,
         spin_us: params.spin_us,
         max_value_bytes: params.value_bytes,
+        transactional: is_transfer(params),
     };
     let engine: Arc<dyn Engine> = Arc::from(engine::open(&params.engine, &config)?);
+    let result = run_case_on(params, engine);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn is_transfer(params: &CaseParams) -> bool {
+    params.workload.name == "transfer"
+}
+
+/// Runs one case on `engine`, open on a fresh, empty store: preload (untimed), the measured
+/// phase, and for `transfer` the check that no money was lost or made. [`run_case`] opens
+/// engines by name; tests pass engines of their own here.
+pub fn run_case_on(params: &CaseParams, engine: Arc<dyn Engine>) -> Result<CaseReport> {
+    let transfer = is_transfer(params);
+    if transfer {
+        if params.keys < 2 {
+            return Err(BenchError(format!(
+                "transfer needs at least 2 accounts (--keys), not {}",
+                params.keys
+            )));
+        }
+        // A transfer of 0 asks the engine whether it has transactions at all before anything
+        // is loaded; on an engine that does, it writes balances of 0 that the preload replaces.
+        let (a, b) = (workload::key(0, params.key_bytes), workload::key(1, params.key_bytes));
+        if engine.transfer(&a, &b, 0)?.is_none() {
+            return Ok(unsupported(
+                params,
+                &format!(
+                    "skipped: {} has no transactions (Engine::transfer returned None)",
+                    engine.name()
+                ),
+            ));
+        }
+    }
     let values = Arc::new(ValuePool::new(params.value_bytes, params.seed ^ 0x51));
     let permutation = Arc::new(workload::permutation(params.keys, params.seed));
     if params.workload.preload {
@@ -199,18 +250,59 @@ pub fn run_case(params: &CaseParams) -> Result<CaseReport> {
         permutation,
         inserted: Arc::new(AtomicU64::new(if params.workload.preload { params.keys } else { 0 })),
         stop: Arc::new(AtomicBool::new(false)),
+        tally: Arc::new(Tally::default()),
     };
     engine.phase_start();
     let result = measure(&phase);
     // Before the final sync, so the engine's statistics cover the measured phase alone.
     let stats = engine.stats();
+    let transfers = match (&result, transfer) {
+        (Ok(_), true) => {
+            let total = verify_balances(engine.as_ref(), params.keys, params.key_bytes)?;
+            let attempts = phase.tally.attempts.load(Ordering::Relaxed);
+            let conflicts = phase.tally.conflicts.load(Ordering::Relaxed);
+            Some(TransferReport {
+                accounts: params.keys,
+                attempts,
+                conflicts,
+                conflict_rate: if attempts == 0 { 0.0 } else { conflicts as f64 / attempts as f64 },
+                total_balance: total,
+            })
+        }
+        _ => None,
+    };
     engine.sync()?;
     let describe = engine.describe();
     drop(phase);
     drop(engine);
-    let _ = std::fs::remove_dir_all(&dir);
     let (secs, per_op, timeline) = result?;
-    Ok(report(params, describe, secs, per_op, timeline, stats))
+    Ok(report(params, describe, secs, per_op, timeline, stats, transfers))
+}
+
+/// Sums the balances of accounts `0..accounts` and fails unless the sum is what the preload
+/// wrote (`accounts` × [`INITIAL_BALANCE`]): every transfer moves money, none makes or loses
+/// any, so an engine that lost an update or committed half a transfer shows here, whatever its
+/// throughput. Returns the sum.
+pub fn verify_balances(engine: &dyn Engine, accounts: u64, key_bytes: usize) -> Result<u64> {
+    let mut out = Vec::with_capacity(8);
+    let mut total: u64 = 0;
+    for i in 0..accounts {
+        out.clear();
+        let found = engine.get(&workload::key(i, key_bytes), &mut out)?;
+        let balance = engine::decode_balance(found.then_some(out.as_slice()))?;
+        total = total.checked_add(balance).ok_or_else(|| {
+            BenchError(format!("transfer: the balances of {accounts} accounts overflow a u64"))
+        })?;
+    }
+    let expected = accounts.saturating_mul(INITIAL_BALANCE);
+    if total != expected {
+        return Err(BenchError(format!(
+            "TRANSFER INVARIANT VIOLATED on {}: the balances of {accounts} accounts sum to \
+             {total}, not {expected} ({accounts} × {INITIAL_BALANCE}): money was lost or made",
+            engine.name()
+        )));
+    }
+    Ok(total)
 }
 
 fn unsupported(params: &CaseParams, why: &str) -> CaseReport {
@@ -227,18 +319,22 @@ fn unsupported(params: &CaseParams, why: &str) -> CaseReport {
         timeline: Vec::new(),
         engine_stats: None,
         notes: vec![why.to_string()],
+        transfer: None,
     }
 }
 
-/// Loads `keys` keys with batches of 1000, from every thread, then syncs. Untimed.
+/// Loads `keys` keys with batches of 1000, from every thread, then syncs. Untimed. For
+/// `transfer` every value is the account's initial balance, 8 bytes little-endian.
 fn preload(engine: &Arc<dyn Engine>, p: &CaseParams, values: &Arc<ValuePool>) -> Result<()> {
     let threads = p.threads.max(1) as u64;
     let per = p.keys.div_ceil(threads);
+    let accounts = is_transfer(p);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (engine, values) = (engine.clone(), values.clone());
             let (kb, vb, n) = (p.key_bytes, p.value_bytes, p.keys);
             std::thread::spawn(move || -> Result<()> {
+                let balance = INITIAL_BALANCE.to_le_bytes();
                 let (start, end) = ((t * per).min(n), ((t + 1) * per).min(n));
                 let mut i = start;
                 while i < end {
@@ -247,7 +343,11 @@ fn preload(engine: &Arc<dyn Engine>, p: &CaseParams, values: &Arc<ValuePool>) ->
                     let ops: Vec<BatchOp<'_>> = keys
                         .iter()
                         .zip(i..stop)
-                        .map(|(k, j)| (k.as_slice(), Some(values.value(j, 0, vb))))
+                        .map(|(k, j)| {
+                            let value =
+                                if accounts { &balance[..] } else { values.value(j, 0, vb) };
+                            (k.as_slice(), Some(value))
+                        })
                         .collect();
                     engine.write_batch(&ops)?;
                     i = stop;
@@ -282,6 +382,9 @@ fn measure(phase: &Phase) -> Result<Measured> {
                 inserted: phase.inserted.clone(),
                 stop: phase.stop.clone(),
                 thread: t,
+                tally: phase.tally.clone(),
+                attempts: Cell::new(0),
+                conflicts: Cell::new(0),
                 ops: total_ops / threads as u64
                     + u64::from((t as u64) < total_ops % threads as u64),
                 start,
@@ -385,6 +488,12 @@ struct ThreadCtx {
     inserted: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: usize,
+    /// Where this thread's transfer counts go when it ends.
+    tally: Arc<Tally>,
+    /// Transfer attempts of this thread.
+    attempts: Cell<u64>,
+    /// Transfer conflicts of this thread.
+    conflicts: Cell<u64>,
     ops: u64,
     start: Instant,
 }
@@ -412,6 +521,8 @@ fn drive(ctx: ThreadCtx, mut rec: Recorder) -> Result<Vec<Histogram<u64>>> {
         k += 1;
     }
     rec.flush_interval();
+    ctx.tally.attempts.fetch_add(ctx.attempts.get(), Ordering::Relaxed);
+    ctx.tally.conflicts.fetch_add(ctx.conflicts.get(), Ordering::Relaxed);
     Ok(rec.per_op)
 }
 
@@ -483,7 +594,51 @@ fn issue(
                 .collect();
             e.write_batch(&ops)
         }
+        Op::Transfer => transfer(ctx, chooser, rng),
     }
+}
+
+/// One transfer: two distinct accounts (the second re-picked while the engine puts both in the
+/// same partition, at most [`SAME_PARTITION_TRIES`] times), an amount in `1..=MAX_AMOUNT`, and
+/// the same transfer retried after every conflict until it commits. The caller times the whole
+/// of it, retries included: that is what a client waits for.
+fn transfer(ctx: &ThreadCtx, chooser: &mut KeyChooser, rng: &mut Rng) -> Result<()> {
+    let p = &ctx.params;
+    let e = &ctx.engine;
+    let n = p.keys;
+    let from = chooser.next(rng, n);
+    let from_key = workload::key(from, p.key_bytes);
+    let mut to_key = Vec::new();
+    for _ in 0..SAME_PARTITION_TRIES {
+        let mut to = chooser.next(rng, n);
+        if to == from {
+            // Uniform over the other n - 1 accounts: a skewed or sequential chooser may keep
+            // drawing `from` (a one-key slice always does).
+            to = (from + 1 + rng.below(n - 1)) % n;
+        }
+        to_key = workload::key(to, p.key_bytes);
+        if !e.same_partition(&from_key, &to_key) {
+            break;
+        }
+    }
+    let amount = 1 + rng.below(MAX_AMOUNT);
+    for _ in 0..MAX_CONFLICTS_IN_A_ROW {
+        ctx.attempts.set(ctx.attempts.get() + 1);
+        match e.transfer(&from_key, &to_key, amount)? {
+            Some(Transfer::Committed) => return Ok(()),
+            Some(Transfer::Conflict) => ctx.conflicts.set(ctx.conflicts.get() + 1),
+            None => {
+                return Err(BenchError(format!(
+                    "{}: transfer returned None in the measured phase after committing the probe",
+                    e.name()
+                )))
+            }
+        }
+    }
+    Err(BenchError(format!(
+        "{}: one transfer conflicted {MAX_CONFLICTS_IN_A_ROW} times in a row (livelock?)",
+        e.name()
+    )))
 }
 
 /// The key a fill or insert writes next: fills walk this thread's slice (in order for
@@ -509,15 +664,22 @@ fn report(
     per_op: Vec<Histogram<u64>>,
     timeline: Vec<(u64, Histogram<u64>)>,
     stats: Option<serde_json::Value>,
+    transfer: Option<TransferReport>,
 ) -> CaseReport {
     let ops: u64 = per_op.iter().map(Histogram::len).sum();
     let secs = secs.max(1e-9);
-    let bytes_per_op = (p.key_bytes + p.value_bytes) as f64
-        * match p.workload.name {
-            "fillbatch" | "transfer" => p.batch_size as f64,
-            "scan" | "readseq" | "ycsb_e" => p.scan_len as f64,
-            _ => 1.0,
-        };
+    let bytes_per_op = match p.workload.name {
+        // Two accounts written: two keys and two 8-byte balances, whatever `value_bytes` says.
+        "transfer" => 2.0 * (p.key_bytes + 8) as f64,
+        name => {
+            (p.key_bytes + p.value_bytes) as f64
+                * match name {
+                    "fillbatch" => p.batch_size as f64,
+                    "scan" | "readseq" | "ycsb_e" => p.scan_len as f64,
+                    _ => 1.0,
+                }
+        }
+    };
     let ops_by_type = Op::ALL
         .iter()
         .zip(&per_op)
@@ -541,6 +703,9 @@ fn report(
     if p.rate.is_some() {
         notes.push("open loop: latencies from each operation's intended start".to_string());
     }
+    if let Some(t) = &transfer {
+        notes.push(t.summary());
+    }
     CaseReport {
         engine: p.engine.clone(),
         workload: p.workload.name.to_string(),
@@ -554,6 +719,7 @@ fn report(
         timeline,
         engine_stats: stats,
         notes,
+        transfer,
     }
 }
 

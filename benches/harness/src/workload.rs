@@ -243,6 +243,8 @@ pub enum Op {
     ReadMissing,
     /// An atomic batch of writes.
     Batch,
+    /// Move an amount between two accounts in one transaction (read both, write both).
+    Transfer,
 }
 
 impl Op {
@@ -256,11 +258,12 @@ impl Op {
             Op::ReadModifyWrite => "rmw",
             Op::ReadMissing => "read_missing",
             Op::Batch => "batch",
+            Op::Transfer => "transfer",
         }
     }
 
     /// Every op, in report order.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Read,
         Op::Update,
         Op::Insert,
@@ -268,6 +271,7 @@ impl Op {
         Op::ReadModifyWrite,
         Op::ReadMissing,
         Op::Batch,
+        Op::Transfer,
     ];
 
     /// Index into per-op arrays.
@@ -294,6 +298,17 @@ impl Mix {
         self.0.last().map_or(Op::Read, |(op, _)| *op)
     }
 }
+
+/// Balance of every account when the `transfer` workload preloads it.
+pub const INITIAL_BALANCE: u64 = 1_000_000;
+
+/// Largest amount one transfer moves (each moves `1..=MAX_AMOUNT`).
+pub const MAX_AMOUNT: u64 = 100;
+
+/// How many times a transfer re-picks its second account while the engine says both lie in
+/// the same partition, before it settles for the last pick (an engine with one partition, or
+/// one whose partitions are all but empty, must not spin forever).
+pub const SAME_PARTITION_TRIES: usize = 64;
 
 /// What a workload needs before its measured phase, and what it does during it.
 #[derive(Clone, Debug, PartialEq)]
@@ -367,7 +382,7 @@ pub fn spec(name: &str) -> Option<WorkloadSpec> {
         "ycsb_f" => w("ycsb_f", true, vec![(Read, 0.5), (ReadModifyWrite, 0.5)], "zipfian", false),
         "large" => w("large", false, vec![(Insert, 1.0)], "sequential", true),
         "large_1m" => w("large_1m", false, vec![(Insert, 1.0)], "sequential", true),
-        "transfer" => w("transfer", true, vec![(Batch, 1.0)], "uniform", false),
+        "transfer" => w("transfer", true, vec![(Transfer, 1.0)], "uniform", false),
         "mixed" => w(
             "mixed",
             true,

@@ -11,6 +11,7 @@ use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use lightning_bench::model::{
     histogram_to_hex, CaseConfig, CaseReport, IntervalPoint, Machine, OpReport, RunReport,
+    TransferReport,
 };
 use lightning_bench::report::{self, html};
 use lightning_bench::runner::new_histogram;
@@ -100,6 +101,7 @@ fn case(engine: &str, threads: usize, shards: usize, seed: u64) -> CaseReport {
         timeline: timeline(seed, 4),
         engine_stats: (engine == "lightning").then(|| shard_stats(threads as u64)),
         notes: vec![format!("synthetic case {seed}")],
+        transfer: None,
     }
 }
 
@@ -380,4 +382,57 @@ fn the_markdown_summary_has_an_overview_and_says_where_lightning_is_behind() {
         "{md}"
     );
     assert!(md.contains("#### ycsb_a"), "the detailed table follows");
+}
+
+/// A measured transfer case as the runner records it: one op type, `transfer`, and its figures.
+fn transfer_case(engine: &str, seed: u64) -> CaseReport {
+    let mut c = case(engine, 2, 0, seed);
+    let h = latencies(seed, 9_800, 30_000.0);
+    c.workload = "transfer".into();
+    c.config.value_bytes = 8;
+    c.ops = h.len();
+    c.ops_per_sec = h.len() as f64 / 3.4;
+    c.ops_by_type = vec![OpReport::new("transfer", &h)];
+    c.engine_stats = None;
+    let figures = TransferReport {
+        accounts: 1_000,
+        attempts: 10_000,
+        conflicts: 200,
+        conflict_rate: 0.02,
+        total_balance: 1_000_000_000,
+    };
+    c.notes = vec![figures.summary()];
+    c.transfer = Some(figures);
+    c
+}
+
+#[test]
+fn transfer_figures_reach_every_report_and_survive_json() {
+    let mut r = run();
+    r.cases.push(transfer_case("fjall", 5));
+    let t = r.cases.last().unwrap().ops_by_type[0].summary;
+    let line =
+        "conflicts 200 of 10000 attempts (2.00 %); total of 1000 balances unchanged (1000000000)";
+    let table = report::table::render(&r);
+    assert!(table.contains(&format!("fjall      transfer     {line}")), "{table}");
+    assert!(table.contains(&format!("{:.2}", t.p99)), "the p99 is in the transfer row: {table}");
+    let page = html::render(&[(String::new(), &r)]);
+    assert!(page.contains(line), "the page's notes carry the conflict rate");
+    assert!(page.contains("transfer · transfer latency by percentile"));
+    let md = lightning_bench::summary::markdown(&[r.clone()]);
+    assert!(
+        md.contains(&format!(
+            "| fjall | 2 | normal | {} | {:.2} |",
+            lightning_bench::summary::human(r.cases[4].ops_per_sec),
+            t.p50
+        )),
+        "{md}"
+    );
+    assert!(md.contains(line), "{md}");
+    let json = serde_json::to_string(&r).unwrap();
+    let back: RunReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.cases[4].transfer, r.cases[4].transfer);
+    // Other workloads carry no transfer field, and runs recorded before it existed still load.
+    assert_eq!(json.matches("\"transfer\":{").count(), 1, "{json}");
+    assert!(back.cases[..4].iter().all(|c| c.transfer.is_none()));
 }

@@ -5,19 +5,45 @@
 //! with write(2) (`PersistMode::Buffer`, fjall's default with `manual_journal_persist(false)`).
 //! In sync mode each put/delete is followed by `Database::persist(PersistMode::SyncData)`
 //! (fdatasync of the journal) and each batch commits with `durability(Some(SyncData))`.
+//!
+//! Transactions (the `transfer` workload, `EngineConfig::transactional`): the same database
+//! opened as an `OptimisticTxDatabase`; a transfer is one optimistic `WriteTransaction`
+//! committed with the same durability as a batch, and a commit refused for a conflict is
+//! reported to the runner, which retries it.
 
 use ::fjall::config::CompressionPolicy;
-use ::fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use ::fjall::{
+    CompressionType, Conflict, Database, Keyspace, KeyspaceCreateOptions, OptimisticTxDatabase,
+    OptimisticTxKeyspace, PersistMode, Readable,
+};
 
-use crate::engine::{err, BatchOp, Engine, EngineConfig, Mode, Result};
+use crate::engine::{
+    apply_transfer, decode_balance, err, BatchOp, Engine, EngineConfig, Mode, Result, Transfer,
+};
 
 /// Memtable size of the keyspace (fjall's default, stated so the report shows it).
 const MEMTABLE_BYTES: u64 = 64 << 20;
+
+/// Applies the harness's database settings to a fjall builder: a macro, as the builder's type
+/// parameter (fjall's `Openable`) is not public, and the plain and the transactional database
+/// must get exactly the same settings.
+macro_rules! configured {
+    ($builder:expr, $cfg:expr, $workers:expr, $journal:expr) => {
+        $builder
+            .cache_size($cfg.cache_bytes.max(1))
+            .worker_threads($workers)
+            .journal_compression($journal)
+            .manual_journal_persist(false)
+    };
+}
 
 /// fjall 3.
 pub struct Fjall {
     db: Database,
     ks: Keyspace,
+    /// Opened with `EngineConfig::transactional`: the transactional handles on the same
+    /// database and keyspace as `db` and `ks`.
+    tx: Option<(OptimisticTxDatabase, OptimisticTxKeyspace)>,
     /// `Some(SyncData)` in sync mode: the persist after every write.
     sync: Option<PersistMode>,
     describe: String,
@@ -33,21 +59,30 @@ impl Fjall {
         } else {
             (CompressionType::None, CompressionPolicy::disabled())
         };
-        let db = Database::builder(&cfg.dir)
-            .cache_size(cfg.cache_bytes.max(1))
-            .worker_threads(workers)
-            .journal_compression(journal)
-            .manual_journal_persist(false)
-            .open()
-            .map_err(err)?;
-        let ks = db
-            .keyspace("bench", || {
-                KeyspaceCreateOptions::default()
-                    .data_block_compression_policy(data)
-                    .index_block_compression_policy(CompressionPolicy::disabled())
-                    .max_memtable_size(MEMTABLE_BYTES)
-            })
-            .map_err(err)?;
+        let options = move || {
+            KeyspaceCreateOptions::default()
+                .data_block_compression_policy(data)
+                .index_block_compression_policy(CompressionPolicy::disabled())
+                .max_memtable_size(MEMTABLE_BYTES)
+        };
+        let (db, ks, tx) = if cfg.transactional {
+            let txdb = configured!(OptimisticTxDatabase::builder(&cfg.dir), cfg, workers, journal)
+                .open()
+                .map_err(err)?;
+            let txks = txdb.keyspace("bench", options).map_err(err)?;
+            // The plain handles on the same database, so the preload, reads and stats run the
+            // same code in both modes. `inner()` is public but left out of fjall's docs
+            // (Cargo.lock pins 3.1.13). Plain writes bypass conflict detection: the transfer
+            // workload writes through them only in its preload, before any transaction.
+            let (db, ks) = (txdb.inner().clone(), txks.as_ref().clone());
+            (db, ks, Some((txdb, txks)))
+        } else {
+            let db = configured!(Database::builder(&cfg.dir), cfg, workers, journal)
+                .open()
+                .map_err(err)?;
+            let ks = db.keyspace("bench", options).map_err(err)?;
+            (db, ks, None)
+        };
         let sync = (cfg.mode == Mode::Sync).then_some(PersistMode::SyncData);
         let meaning = match cfg.mode {
             Mode::Sync => {
@@ -69,7 +104,7 @@ impl Fjall {
         } else {
             "compression off (data/index blocks and journal uncompressed)"
         };
-        let describe = format!(
+        let mut describe = format!(
             "fjall 3.1.13: {meaning}; block cache {} MiB; one keyspace, memtable {} MiB, default \
              4 KiB blocks, bloom filters and leveled compaction; {compression}; {workers} worker \
              threads; values stored inline (no key-value separation); sync() = \
@@ -77,7 +112,14 @@ impl Fjall {
             cfg.cache_bytes >> 20,
             MEMTABLE_BYTES >> 20,
         );
-        Ok(Fjall { db, ks, sync, describe })
+        if tx.is_some() {
+            describe.push_str(
+                "; opened as OptimisticTxDatabase (same settings): a transfer is one optimistic \
+                 WriteTransaction (get both, insert both, commit with the batches' durability); \
+                 a commit refused with Conflict is retried by the harness and counted",
+            );
+        }
+        Ok(Fjall { db, ks, tx, sync, describe })
     }
 
     fn after_write(&self) -> Result<()> {
@@ -150,6 +192,29 @@ impl Engine for Fjall {
 
     fn sync(&self) -> Result<()> {
         self.db.persist(PersistMode::SyncAll).map_err(err)
+    }
+
+    fn transfer(&self, from: &[u8], to: &[u8], amount: u64) -> Result<Option<Transfer>> {
+        let Some((db, ks)) = &self.tx else {
+            // Not Ok(None): fjall has transactions, this instance was opened without them.
+            return Err(err("fjall: transfer needs the database opened with transactional"));
+        };
+        // write_tx() already carries PersistMode::Buffer; sync mode upgrades it, as batches.
+        let mut tx = db.write_tx().map_err(err)?;
+        if self.sync.is_some() {
+            tx = tx.durability(self.sync);
+        }
+        // Reads through the transaction mark both keys read: a transaction that commits a
+        // write to either after this one's snapshot makes this commit a conflict.
+        let a = decode_balance(tx.get(ks, from).map_err(err)?.as_deref())?;
+        let b = decode_balance(tx.get(ks, to).map_err(err)?.as_deref())?;
+        let (a, b) = apply_transfer(a, b, amount);
+        tx.insert(ks, from, &a.to_le_bytes()[..]);
+        tx.insert(ks, to, &b.to_le_bytes()[..]);
+        match tx.commit().map_err(err)? {
+            Ok(()) => Ok(Some(Transfer::Committed)),
+            Err(Conflict) => Ok(Some(Transfer::Conflict)),
+        }
     }
 
     fn stats(&self) -> Option<serde_json::Value> {

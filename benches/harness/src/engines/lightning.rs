@@ -1,4 +1,7 @@
 //! `lightning_db` under the harness, through its public API only.
+//!
+//! `transfer` and `same_partition` keep the trait's defaults (no transactions, one partition)
+//! until lightning_db has cross-shard transactions, so the `transfer` workload skips it.
 
 use std::sync::Mutex;
 

@@ -6,12 +6,17 @@
 //! then the meta page); normal/async use `MDB_NOSYNC | MDB_WRITEMAP` (commits write into the
 //! shared mapping and never sync). LMDB has no cache of its own: it reads through the mmap,
 //! i.e. the OS page cache, so `cache_bytes` does not apply.
+//!
+//! Transactions: a transfer is one write transaction (read both, write both, commit). LMDB
+//! serializes write transactions with its writer mutex, so a transfer never conflicts.
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions};
 use std::ops::Bound;
 
-use crate::engine::{err, BatchOp, Engine, EngineConfig, Mode, Result};
+use crate::engine::{
+    apply_transfer, decode_balance, err, BatchOp, Engine, EngineConfig, Mode, Result, Transfer,
+};
 
 /// Address space reserved for the map: a sparse file, only pages in use reach the disk.
 const MAP_BYTES: usize = 64 << 30;
@@ -141,6 +146,18 @@ impl Engine for Lmdb {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn transfer(&self, from: &[u8], to: &[u8], amount: u64) -> Result<Option<Transfer>> {
+        let mut wtxn = self.env.write_txn().map_err(err)?;
+        // Decoded at once: the values borrow the transaction, which the puts need mutably.
+        let a = decode_balance(self.db.get(&wtxn, from).map_err(err)?)?;
+        let b = decode_balance(self.db.get(&wtxn, to).map_err(err)?)?;
+        let (a, b) = apply_transfer(a, b, amount);
+        self.db.put(&mut wtxn, from, &a.to_le_bytes()).map_err(err)?;
+        self.db.put(&mut wtxn, to, &b.to_le_bytes()).map_err(err)?;
+        wtxn.commit().map_err(err)?;
+        Ok(Some(Transfer::Committed))
     }
 
     fn sync(&self) -> Result<()> {

@@ -5,10 +5,16 @@
 //! Durability: sync mode commits with `Durability::Immediate` (fsync in the commit, redb's
 //! default); normal/async commit with `Durability::None` (no fsync; durable only after a
 //! later Immediate commit, which the harness issues in `sync()`).
+//!
+//! Transactions: a transfer is one write transaction (read both, write both, commit with the
+//! mode's durability). redb has one writer at a time (`begin_write` waits for the previous
+//! one), so a transfer never conflicts.
 
-use ::redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::engine::{err, BatchOp, Engine, EngineConfig, Mode, Result};
+use crate::engine::{
+    apply_transfer, decode_balance, err, BatchOp, Engine, EngineConfig, Mode, Result, Transfer,
+};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bench");
 
@@ -138,6 +144,19 @@ impl Engine for Redb {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn transfer(&self, from: &[u8], to: &[u8], amount: u64) -> Result<Option<Transfer>> {
+        self.write(|t| {
+            // Each balance is decoded before the next table call: the guard borrows the table.
+            let a = decode_balance(t.get(from).map_err(err)?.as_ref().map(|v| v.value()))?;
+            let b = decode_balance(t.get(to).map_err(err)?.as_ref().map(|v| v.value()))?;
+            let (a, b) = apply_transfer(a, b, amount);
+            t.insert(from, &a.to_le_bytes()[..]).map_err(err)?;
+            t.insert(to, &b.to_le_bytes()[..]).map_err(err)?;
+            Ok(())
+        })?;
+        Ok(Some(Transfer::Committed))
     }
 
     fn sync(&self) -> Result<()> {

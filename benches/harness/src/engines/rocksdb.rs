@@ -6,6 +6,13 @@
 //! before every put/delete/WriteBatch returns; concurrent writers share one sync through group
 //! commit); normal/async write with `sync=false` (the WAL record is handed to the OS page cache
 //! with write(2), no sync).
+//!
+//! Transactions: none here yet, so `transfer` keeps the trait's default (`Ok(None)`) and the
+//! `transfer` workload skips RocksDB. An implementation would open an
+//! `OptimisticTransactionDB` when `EngineConfig::transactional` is set (as the fjall adapter
+//! does) and run each transfer as `transaction_opt` with the mode's `WriteOptions`, two
+//! `get_for_update`s, two `put`s and `commit`, mapping a `Busy` commit error to
+//! `Transfer::Conflict`; it is not written because the `rocksdb` feature is not built here.
 
 use ::rocksdb::properties::{self, PropName};
 use ::rocksdb::{

@@ -6,11 +6,20 @@
 //! thread writes and fsyncs every 500 ms. Sync mode calls `Db::flush()` after every
 //! put/delete/batch and then fdatasyncs the log file `<dir>/db` itself: sled 0.34's flush only
 //! waits with sync_file_range, which neither flushes the device cache nor syncs metadata.
+//!
+//! Transactions: a transfer is one `Tree::transaction` (read both, write both), made durable
+//! like a batch in sync mode. sled reruns a conflicting transaction inside `transaction`
+//! itself and does not say how often, so the harness counts no conflicts for sled.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::engine::{err, BatchOp, Engine, EngineConfig, Mode, Result};
+use ::sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::engine::{
+    apply_transfer, decode_balance, err, BatchOp, BenchError, Engine, EngineConfig, Mode, Result,
+    Transfer,
+};
 
 /// sled's default segment size; log messages above a quarter of it become files in `blobs/`.
 const SEGMENT_BYTES: usize = 512 << 10;
@@ -155,6 +164,28 @@ impl Engine for Sled {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn transfer(&self, from: &[u8], to: &[u8], amount: u64) -> Result<Option<Transfer>> {
+        // A balance that does not decode aborts the transaction with the harness's error.
+        let decode = |v: Option<::sled::IVec>| {
+            decode_balance(v.as_deref()).map_err(ConflictableTransactionError::Abort)
+        };
+        self.db
+            .transaction(|tx| {
+                let a = decode(tx.get(from)?)?;
+                let b = decode(tx.get(to)?)?;
+                let (a, b) = apply_transfer(a, b, amount);
+                tx.insert(from, &a.to_le_bytes()[..])?;
+                tx.insert(to, &b.to_le_bytes()[..])?;
+                Ok(())
+            })
+            .map_err(|e: TransactionError<BenchError>| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => err(e),
+            })?;
+        self.after_write()?;
+        Ok(Some(Transfer::Committed))
     }
 
     fn sync(&self) -> Result<()> {

@@ -1,4 +1,5 @@
-//! The terminal table: one row per case and operation type.
+//! The terminal table: one row per case and operation type (and for `transfer`, a line with
+//! its conflict rate).
 
 use crate::model::RunReport;
 
@@ -45,6 +46,10 @@ pub fn render(run: &RunReport) -> String {
                 s.p9999,
                 s.max
             ));
+        }
+        if let Some(t) = &c.transfer {
+            // Throughput and latency are in the row above; the conflict rate has no column.
+            out.push_str(&format!("{:<10} {:<12} {}\n", c.engine, c.workload, t.summary()));
         }
     }
     out
