@@ -7,7 +7,9 @@ use std::sync::Mutex;
 
 use lightning_db::{Database, DbStats, LightningDbConfig, OpKind, WalSyncMode, WriteBatch};
 
-use crate::engine::{err, BatchOp, Engine, EngineConfig, Mode, Result};
+use crate::engine::{
+    apply_transfer, decode_balance, err, BatchOp, Engine, EngineConfig, Mode, Result, Transfer,
+};
 
 /// Lightning DB.
 pub struct Lightning {
@@ -100,6 +102,27 @@ impl Engine for Lightning {
             }
         }
         self.db.write_batch(&batch).map_err(err)
+    }
+
+    /// One snapshot-isolation transaction: read both balances at its snapshot, write both;
+    /// the two keys are on different shards (`same_partition`), so the commit is a two-phase
+    /// commit. A lost first-committer race is `Transfer::Conflict`.
+    fn transfer(&self, from: &[u8], to: &[u8], amount: u64) -> Result<Option<Transfer>> {
+        let tx = self.db.begin().map_err(err)?;
+        let a = decode_balance(tx.get(from).map_err(err)?.as_deref())?;
+        let b = decode_balance(tx.get(to).map_err(err)?.as_deref())?;
+        let (a, b) = apply_transfer(a, b, amount);
+        tx.put(from, a.to_le_bytes()).map_err(err)?;
+        tx.put(to, b.to_le_bytes()).map_err(err)?;
+        match tx.commit() {
+            Ok(()) => Ok(Some(Transfer::Committed)),
+            Err(e) if e.is_retryable() => Ok(Some(Transfer::Conflict)),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    fn same_partition(&self, a: &[u8], b: &[u8]) -> bool {
+        self.db.shard_count() > 1 && self.db.shard_for_key(a) == self.db.shard_for_key(b)
     }
 
     fn scan(
