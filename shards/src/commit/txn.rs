@@ -92,6 +92,7 @@ fn as_bounds((lower, upper): &KeyRange) -> (Bound<&[u8]>, Bound<&[u8]>) {
 
 impl KeyLocks {
     /// No commit in progress holds anything here (the write path's one check).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.held.is_empty() && self.ranges.is_empty()
     }

@@ -286,6 +286,7 @@ const TXID_BYTES: usize = 8;
 
 impl Body<'_> {
     /// Bytes of the whole record.
+    #[inline]
     pub fn record_bytes(self) -> usize {
         match self {
             Body::Write(ops) => ops.record_bytes(),
@@ -300,7 +301,16 @@ impl Body<'_> {
     }
 
     /// Appends the whole record to `out`.
+    #[inline]
     pub fn encode(self, out: &mut Vec<u8>, lsn: Lsn, ts: Ts, generation: u32) {
+        match self {
+            Body::Write(ops) => ops.encode(out, lsn, ts, generation),
+            body => body.encode_tx(out, lsn, ts, generation),
+        }
+    }
+
+    /// Appends a two-phase commit record to `out`.
+    fn encode_tx(self, out: &mut Vec<u8>, lsn: Lsn, ts: Ts, generation: u32) {
         let start = out.len();
         let kind = match self {
             Body::Write(ops) => return ops.encode(out, lsn, ts, generation),

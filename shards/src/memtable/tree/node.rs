@@ -105,6 +105,7 @@ impl<T: Keyed, const N: usize> Keys<T, N> {
 
     /// Among the first `n` slots: the first whose key is `>= probe` (`strict`: `> probe`).
     /// `None` on a torn read.
+    #[inline(always)]
     pub(super) fn search(&self, n: usize, probe: &Probe<'_>, strict: bool) -> Option<usize> {
         let (mut low, mut high) = (0, n.min(N));
         while low < high {
