@@ -6,7 +6,8 @@
 //! protocol and the recovery rules this file implements.
 
 use lightning_shards::{
-    commit_prepared, AsOp, Error, InDoubt, KeyRange, OpRef, Result, ShardHandle, Ticket, Ts, TxPart,
+    commit_prepared, AsOp, Error, InDoubt, KeyRange, OpRef, Result, ShardHandle, Ticket, Ts,
+    TxPart, HELD,
 };
 
 use crate::db::Database;
@@ -17,10 +18,46 @@ use crate::txn::backoff;
 /// keeps them longer).
 pub(crate) use lightning_shards::BLOCKED_WRITE_PATIENCE;
 
+/// How long a commit refused for a held key waits for the holder before it reports the
+/// conflict (a holder finishes within one round of durable writes).
+const HELD_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Database {
     /// Applies `writes` (any shards) atomically: validated against `snapshot` when given
-    /// (first committer wins), with `reads` and `ranges` checked too (serializable).
+    /// (first committer wins), with `reads` and `ranges` checked too (serializable). A refused
+    /// commit returns once the commit it lost to is finished and visible, so a retry does not
+    /// lose again at once to the same winner.
     pub(crate) fn commit_writes(
+        &self,
+        txid: u64,
+        snapshot: Option<Ts>,
+        writes: &[OpRef<'_>],
+        reads: &[Vec<u8>],
+        ranges: &[KeyRange],
+    ) -> Result<()> {
+        let result = self.commit_writes_once(txid, snapshot, writes, reads, ranges);
+        if let Err(Error::Conflict { reason }) = &result {
+            for shard in self.shard_handles() {
+                let mine: Vec<OpRef<'_>> = writes
+                    .iter()
+                    .filter(|op| self.shard_for_key(op.key()) == shard.id())
+                    .copied()
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                if *reason == HELD {
+                    shard.wait_unheld(&mine, txid, HELD_WAIT);
+                }
+                // The winner's writes may be placed and not yet visible (`Sync`: until its
+                // group is durable): a retry's snapshot must see them, or it loses again.
+                let _ = shard.wait_placed_visible();
+            }
+        }
+        result
+    }
+
+    fn commit_writes_once(
         &self,
         txid: u64,
         snapshot: Option<Ts>,

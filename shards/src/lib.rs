@@ -35,7 +35,7 @@ mod view;
 mod wal;
 
 pub use commit::LATENCY_SAMPLE_EVERY;
-pub use commit::{KeyRange, TxPart};
+pub use commit::{KeyRange, TxPart, HELD};
 pub use config::{Limits, ShardConfig, WalSyncMode};
 pub use error::{Error, Result};
 pub use io::uring::RingSetup;

@@ -33,7 +33,7 @@
 
 mod txn;
 
-pub use txn::{commit_prepared, Applying, KeyLocks, KeyRange, TxPart, TxStep};
+pub use txn::{commit_prepared, Applying, KeyLocks, KeyRange, TxPart, TxStep, HELD};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};

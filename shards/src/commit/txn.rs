@@ -152,9 +152,12 @@ impl KeyLocks {
     }
 }
 
+/// Why a write to a key another commit in progress holds is refused.
+pub const HELD: &str = "a key it writes is held by another commit in progress";
+
 /// The conflict of a write to a key another commit in progress holds.
 pub fn locked() -> Error {
-    Error::Conflict { reason: "a key it writes is held by another commit in progress" }
+    Error::Conflict { reason: HELD }
 }
 
 impl CommitState {
@@ -324,6 +327,13 @@ impl Commit {
         if logged && !state.closed && !self.view.is_poisoned() {
             let _ = state.place_control(Body::Outcome { txid, commit: false });
         }
+    }
+
+    /// True when another commit in progress holds one of `writes`' keys.
+    pub fn holds_any(&self, writes: &[OpRef<'_>], txid: u64) -> bool {
+        let state = self.lock();
+        !state.locks.is_empty()
+            && writes.iter().any(|op| state.locks.blocks_write(op.key(), Some(txid)))
     }
 
     /// Lets go of the locks `txid` holds here without logging anything (a participant that

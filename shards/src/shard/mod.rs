@@ -192,7 +192,18 @@ impl ShardHandle {
     /// when this returns (`Sync`: once its group is durable). `docs/ARCHITECTURE.md`, "One
     /// timestamp order".
     pub fn fence(&self, ts: Ts) -> Result<()> {
-        let target = self.commit.fence(ts);
+        self.wait_visible(self.commit.fence(ts))
+    }
+
+    /// Waits until every commit placed on this shard so far is visible (`Sync`: its group
+    /// durable), so a snapshot taken afterwards includes them.
+    pub fn wait_placed_visible(&self) -> Result<()> {
+        // Bound first: the lock must be let go before waiting (the shard takes it to publish).
+        let target = self.commit.lock().last_ts();
+        self.wait_visible(target)
+    }
+
+    fn wait_visible(&self, target: Ts) -> Result<()> {
         let mut rounds = 0u32;
         while self.view.visible_ts() < target {
             self.refuse_if_poisoned()?;

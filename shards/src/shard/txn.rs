@@ -128,6 +128,22 @@ impl ShardHandle {
         self.commit.abort_prepared(txid, logged);
     }
 
+    /// Waits (up to `patience`) until no other commit in progress holds a key of `writes`
+    /// here: a commit that lost to a held key returns only once the holder finished, so a
+    /// retry reads what it wrote instead of losing again at once.
+    pub fn wait_unheld(&self, writes: &[OpRef<'_>], txid: u64, patience: std::time::Duration) {
+        let deadline = std::time::Instant::now() + patience;
+        let mut round = 0u32;
+        while self.commit.holds_any(writes, txid) && std::time::Instant::now() < deadline {
+            round = round.saturating_add(1);
+            if round < 8 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
+        }
+    }
+
     /// Lets go of what `txid` locked here (a participant it only read from).
     pub fn tx_release(&self, txid: u64) {
         self.commit.release(txid);

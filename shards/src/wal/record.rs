@@ -426,6 +426,7 @@ pub enum Record {
 
 impl Record {
     /// Its place in the log.
+    #[cfg(test)]
     pub fn lsn(&self) -> Lsn {
         match self {
             Record::Write(w) => w.lsn,
