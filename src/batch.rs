@@ -1,9 +1,8 @@
 //! `WriteBatch`: puts and deletes applied together.
 //!
-//! Caller-side. A batch is split by shard; each shard applies its part atomically (one WAL
-//! record, one sequence number). A batch whose keys all hash to one shard is therefore atomic.
-//! Across shards each part is atomic on its own, but the parts are not atomic together yet:
-//! that arrives with cross-shard transactions (two-phase commit).
+//! Caller-side. A batch is atomic: one whose keys all hash to one shard is one WAL record (one
+//! sequence number); one across shards commits by two-phase commit (`src/commit.rs`), all or
+//! nothing across any crash its mode promises to survive.
 
 use lightning_shards::{Error, OpRef, Result};
 

@@ -31,9 +31,12 @@
 //! process crash and syncs every `sync_interval_ms`, `Async` may lose the last
 //! `flush_interval_ms`. See `docs/` for the formats, the recovery table and the benchmarks.
 //!
+//! Transactions ([`Transaction`], the seed's id-based calls) and `write_batch` are atomic across
+//! shards (two-phase commit); [`Snapshot`]s, scans and `multi_get` read one consistent view of
+//! every shard. `docs/ARCHITECTURE.md` has the protocol.
+//!
 //! Not yet: storage below the memtable (the whole data set lives in memory and the WAL is
-//! replayed at open), transactions, and cross-shard atomic batches (each shard's part of a
-//! `WriteBatch` is atomic; a batch on one shard is atomic).
+//! replayed at open).
 
 #![deny(unsafe_code)]
 

@@ -123,7 +123,10 @@ fn run_and_kill(dir: &Path, mode: WalSyncMode, kill_after: Duration) -> HashMap<
         }
         acked
     });
-    ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = child.kill(); // never leave the child running
+        panic!("the child did not start writing within 30 s");
+    }
     std::thread::sleep(kill_after);
     child.kill().unwrap(); // SIGKILL
     assert!(!child.wait().unwrap().success(), "the child must die by the signal");
