@@ -35,36 +35,6 @@ impl Database {
         reads: &[Vec<u8>],
         ranges: &[KeyRange],
     ) -> Result<()> {
-        let result = self.commit_writes_once(txid, snapshot, writes, reads, ranges);
-        if let Err(Error::Conflict { reason }) = &result {
-            for shard in self.shard_handles() {
-                let mine: Vec<OpRef<'_>> = writes
-                    .iter()
-                    .filter(|op| self.shard_for_key(op.key()) == shard.id())
-                    .copied()
-                    .collect();
-                if mine.is_empty() {
-                    continue;
-                }
-                if *reason == HELD {
-                    shard.wait_unheld(&mine, txid, HELD_WAIT);
-                }
-                // The winner's writes may be placed and not yet visible (`Sync`: until its
-                // group is durable): a retry's snapshot must see them, or it loses again.
-                let _ = shard.wait_placed_visible();
-            }
-        }
-        result
-    }
-
-    fn commit_writes_once(
-        &self,
-        txid: u64,
-        snapshot: Option<Ts>,
-        writes: &[OpRef<'_>],
-        reads: &[Vec<u8>],
-        ranges: &[KeyRange],
-    ) -> Result<()> {
         let shards = self.shard_handles();
         let mut parts: Vec<Vec<OpRef<'_>>> = vec![Vec::new(); shards.len()];
         for op in writes {
@@ -74,6 +44,30 @@ impl Database {
         for key in reads {
             part_reads[self.shard_for_key(key)].push(key.clone());
         }
+        let result = self.commit_parts(txid, snapshot, &parts, &part_reads, ranges);
+        if let Err(Error::Conflict { reason }) = &result {
+            for (shard, mine) in shards.iter().zip(&parts).filter(|(_, p)| !p.is_empty()) {
+                if *reason == HELD {
+                    shard.wait_unheld(mine, txid, HELD_WAIT);
+                }
+                // The winner's writes may be placed and not yet visible (`Sync`: until its
+                // group is durable): a retry's snapshot must see them, or it loses again.
+                let _ = shard.wait_placed_visible();
+            }
+        }
+        result
+    }
+
+    /// [`Database::commit_writes`] once, its writes and reads split by shard.
+    fn commit_parts(
+        &self,
+        txid: u64,
+        snapshot: Option<Ts>,
+        parts: &[Vec<OpRef<'_>>],
+        part_reads: &[Vec<Vec<u8>>],
+        ranges: &[KeyRange],
+    ) -> Result<()> {
+        let shards = self.shard_handles();
         let writers: Vec<usize> = (0..shards.len()).filter(|&i| !parts[i].is_empty()).collect();
         if writers.is_empty() {
             return Ok(()); // read-only: consistent at its snapshot, nothing to apply

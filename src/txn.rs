@@ -61,12 +61,6 @@ struct TxState {
 
 type Shared = Arc<Mutex<TxState>>;
 
-/// What happened to an id that is no longer open.
-#[derive(Clone, Copy)]
-enum Gone {
-    TimedOut,
-}
-
 /// The open transactions of a database.
 pub(crate) struct TxTable {
     open: Mutex<Table>,
@@ -80,12 +74,12 @@ pub(crate) struct TxTable {
 struct Table {
     txs: HashMap<u64, Shared>,
     /// Ids rolled back by the timeout, so their next use says so (bounded: oldest dropped).
-    gone: BTreeMap<u64, Gone>,
+    timed_out: BTreeSet<u64>,
     stopping: bool,
 }
 
 /// Ids remembered as timed out, at most.
-const GONE_KEPT: usize = 4096;
+const TIMED_OUT_KEPT: usize = 4096;
 
 impl TxTable {
     pub(crate) fn new(max_active: usize, timeout_ms: u64) -> Arc<TxTable> {
@@ -124,9 +118,10 @@ impl TxTable {
             table.txs.remove(&id);
             remember(&mut table, id);
         }
-        match table.gone.get(&id) {
-            Some(Gone::TimedOut) => Err(Error::TransactionTimedOut { id }),
-            None => Err(Error::TransactionNotFound { id }),
+        if table.timed_out.contains(&id) {
+            Err(Error::TransactionTimedOut { id })
+        } else {
+            Err(Error::TransactionNotFound { id })
         }
     }
 
@@ -184,9 +179,9 @@ fn sweep(table: &mut Table, now: Instant) {
 }
 
 fn remember(table: &mut Table, id: u64) {
-    table.gone.insert(id, Gone::TimedOut);
-    while table.gone.len() > GONE_KEPT {
-        table.gone.pop_first();
+    table.timed_out.insert(id);
+    while table.timed_out.len() > TIMED_OUT_KEPT {
+        table.timed_out.pop_first();
     }
 }
 

@@ -227,6 +227,21 @@ impl Memtable {
     /// transaction's range check: a key was written, inserted or deleted after its snapshot).
     pub fn written_after(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, ts: Ts) -> bool {
         let guard = &pin();
+        let mut found = false;
+        self.forward(lower, upper, |entry| {
+            found = entry.versions.newest_ts(guard).is_some_and(|newest| newest > ts);
+            !found
+        });
+        found
+    }
+
+    /// Visits the entries within the bounds in ascending key order while `visit` says go on.
+    fn forward<'t>(
+        &'t self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        mut visit: impl FnMut(&'t KeyEntry) -> bool,
+    ) {
         let mut leaf = Leaf::new();
         let seek = match lower {
             Bound::Included(k) => Seek::Ge(k),
@@ -237,15 +252,12 @@ impl Memtable {
         let mut from = leaf.pos;
         loop {
             for entry in &leaf.entries[from..] {
-                if !below_upper(entry.key(), upper) {
-                    return false;
-                }
-                if entry.versions.newest_ts(guard).is_some_and(|newest| newest > ts) {
-                    return true;
+                if !below_upper(entry.key(), upper) || !visit(entry) {
+                    return;
                 }
             }
             if !leaf.has_next() {
-                return false;
+                return;
             }
             self.index.seek_next(&mut leaf);
             from = 0;
@@ -264,30 +276,13 @@ impl Memtable {
     ) -> Chunk {
         let mut scan = ChunkBuilder { out: Chunk::default(), limit: limit.max(1), last: None };
         let guard = &pin();
-        let mut leaf = Leaf::new();
         match direction {
             Direction::Forward => {
-                let seek = match lower {
-                    Bound::Included(k) => Seek::Ge(k),
-                    Bound::Excluded(k) => Seek::Gt(k),
-                    Bound::Unbounded => Seek::First,
-                };
-                self.index.seek(seek, &mut leaf);
-                let mut from = leaf.pos;
-                loop {
-                    for entry in &leaf.entries[from..] {
-                        if !below_upper(entry.key(), upper) || !scan.offer(entry, snapshot, guard) {
-                            return scan.out;
-                        }
-                    }
-                    if !leaf.has_next() {
-                        return scan.out;
-                    }
-                    self.index.seek_next(&mut leaf);
-                    from = 0;
-                }
+                self.forward(lower, upper, |entry| scan.offer(entry, snapshot, guard));
+                scan.out
             }
             Direction::Reverse => {
+                let mut leaf = Leaf::new();
                 let seek = match upper {
                     Bound::Included(k) => Seek::Le(k),
                     Bound::Excluded(k) => Seek::Lt(k),

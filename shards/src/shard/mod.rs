@@ -65,6 +65,19 @@ pub const OFFLOAD_BATCH_OPS: usize = 64;
 /// commit (ADR 0002).
 const SYNC_WRITE_SPIN: Duration = Duration::from_millis(1);
 
+/// One round of a caller's wait for another thread's progress (a commit to become visible, a
+/// held key to be let go): spin briefly, then yield, then sleep in 20 µs slices.
+pub(crate) fn pause(rounds: &mut u32) {
+    *rounds = rounds.saturating_add(1);
+    if *rounds < 64 {
+        std::hint::spin_loop();
+    } else if *rounds < 96 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
 /// How long a plain write retries a key that a cross-shard commit in progress holds.
 pub const BLOCKED_WRITE_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -210,14 +223,7 @@ impl ShardHandle {
             if self.commit.is_closed() {
                 return Err(Error::Closed);
             }
-            rounds = rounds.saturating_add(1);
-            if rounds < 64 {
-                std::hint::spin_loop();
-            } else if rounds < 96 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(20));
-            }
+            pause(&mut rounds);
         }
         Ok(())
     }
@@ -245,12 +251,7 @@ impl ShardHandle {
                     if since.elapsed() > BLOCKED_WRITE_PATIENCE {
                         return Err(Error::Conflict { reason });
                     }
-                    attempt = attempt.saturating_add(1);
-                    if attempt < 16 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(50));
-                    }
+                    pause(&mut attempt);
                 }
                 other => return other,
             }

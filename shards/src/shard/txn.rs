@@ -133,14 +133,9 @@ impl ShardHandle {
     /// retry reads what it wrote instead of losing again at once.
     pub fn wait_unheld(&self, writes: &[OpRef<'_>], txid: u64, patience: std::time::Duration) {
         let deadline = std::time::Instant::now() + patience;
-        let mut round = 0u32;
+        let mut rounds = 0u32;
         while self.commit.holds_any(writes, txid) && std::time::Instant::now() < deadline {
-            round = round.saturating_add(1);
-            if round < 8 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(20));
-            }
+            super::pause(&mut rounds);
         }
     }
 
