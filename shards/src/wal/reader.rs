@@ -153,6 +153,8 @@ pub fn replay<S: Storage>(
         let image = segment::read_image(io, &seg.path)?;
         let next_first = segments.get(i + 1).map(|s| s.header.first_lsn);
         let later = &segments[i + 1..];
+        // The later segments' claims are read once per segment, when first needed.
+        let mut later_claims: Option<Lsn> = None;
         let mut horizon = |at: usize, lsn: Lsn| -> Result<Horizon> {
             // A next segment that starts exactly here was created by an earlier open that cut
             // this tail: only claims in this segment's own rest count against that cut.
@@ -160,7 +162,13 @@ pub fn replay<S: Storage>(
             if next_first == Some(lsn) {
                 return horizon_of(lsn, checkpoint, || Ok(own));
             }
-            horizon_of(lsn, checkpoint, || Ok(own.max(claims_in(io, later)?)))
+            horizon_of(lsn, checkpoint, || {
+                let later = match later_claims {
+                    Some(claimed) => claimed,
+                    None => *later_claims.insert(claims_in(io, later)?),
+                };
+                Ok(own.max(later))
+            })
         };
         let scan = scan_segment(
             &image,
@@ -420,7 +428,15 @@ pub fn scan_segment(
             RecordState::Claim => Decision::NoteClaim,
             _ => {
                 let following = following(image, at, expected, generation);
-                recovery::decide(state, following, horizon(at, expected)?)
+                // The horizon costs a read of the rest of the log: ask only when the decision
+                // depends on it (a zero-padding run between groups does not).
+                let covered = recovery::decide(state, following, Horizon::Covered);
+                let beyond = recovery::decide(state, following, Horizon::Beyond);
+                if covered != beyond && horizon(at, expected)? == Horizon::Beyond {
+                    beyond
+                } else {
+                    covered
+                }
             }
         };
         match (decision, parsed) {

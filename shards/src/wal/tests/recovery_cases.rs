@@ -419,3 +419,39 @@ fn the_tables_say_what_the_fixtures_check() {
     );
     assert_eq!(decide_segment(SegmentState::StartsPast, Horizon::Beyond), SegmentDecision::CutLog);
 }
+
+#[test]
+fn padding_between_groups_never_asks_for_the_horizon() {
+    // Reopen cost: the horizon reads the rest of the log, so a scan that asked for it at every
+    // padding run between groups was quadratic in the log's length. A segment of many small
+    // groups, each on its own unit, must be scanned without asking once.
+    let h = header(1, 1);
+    let g = h.generation();
+    let mut pieces = Vec::new();
+    let mut at = R0;
+    for lsn in 1..=14u64 {
+        pieces.push((at, claim(lsn, g, lsn - 1)));
+        let r = write_record(lsn, g);
+        pieces.push((at + GROUP_RECORD_BYTES, r.clone()));
+        at = super::format::next_group_offset(at + GROUP_RECORD_BYTES + r.len());
+    }
+    let img = image(&h, &pieces);
+    let path = dir().join("wal-0000000000000001.log");
+    let mut applied = 0;
+    let mut asked = 0;
+    let scan = scan_segment(
+        &img,
+        &h,
+        Lsn::FIRST,
+        Lsn::FIRST,
+        &path,
+        &mut |_| applied += 1,
+        &mut |_, _| {
+            asked += 1;
+            Ok(Horizon::Beyond)
+        },
+    )
+    .unwrap();
+    assert_eq!((applied, scan.next_lsn, scan.cut), (14, Lsn::new(15), None));
+    assert_eq!(asked, 0, "the horizon was asked at a padding run");
+}

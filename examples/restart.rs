@@ -1,0 +1,110 @@
+//! Restart cost: fills a database, dies (`kill -9`) or closes, then times the reopen.
+//!
+//! ```sh
+//! cargo build --release --example restart
+//! target/release/examples/restart fill   DIR KEYS MODE [kill|close]   # MODE: sync|normal|async
+//! target/release/examples/restart reopen DIR
+//! ```
+//!
+//! `fill` writes `KEYS` keys of 16 bytes with 100-byte values from 4 threads (the `Sync` mode
+//! needs concurrent writers to fill groups) and then either kills itself with `SIGKILL`, so
+//! nothing is flushed or closed, or calls `close()` and prints how long it took. `reopen` opens
+//! the directory, reads one key, and prints how long the open took, the records replayed and the
+//! peak resident memory of the process. `scripts/restart.sh` runs both; the figures are in
+//! `docs/BENCHMARKS.md`.
+
+use std::time::Instant;
+
+use lightning_db::{Database, LightningDbConfig, WalSyncMode};
+
+const THREADS: u64 = 4;
+
+fn key(i: u64) -> [u8; 16] {
+    (u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 1).to_be_bytes()
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn usage() -> ! {
+    eprintln!("usage: restart fill DIR KEYS sync|normal|async [kill|close] | restart reopen DIR");
+    std::process::exit(2)
+}
+
+fn main() -> lightning_db::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("fill") if args.len() >= 4 => {
+            let keys: u64 = args[2].parse().unwrap_or_else(|_| usage());
+            let mode = match args[3].as_str() {
+                "sync" => WalSyncMode::Sync,
+                "normal" => WalSyncMode::Normal,
+                "async" => WalSyncMode::Async,
+                _ => usage(),
+            };
+            let kill = args.get(4).is_none_or(|a| a == "kill");
+            fill(&args[1], keys, mode, kill)
+        }
+        Some("reopen") if args.len() == 2 => reopen(&args[1]),
+        _ => usage(),
+    }
+}
+
+fn fill(dir: &str, keys: u64, mode: WalSyncMode, kill: bool) -> lightning_db::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    let config = LightningDbConfig { wal_sync_mode: mode, ..LightningDbConfig::default() };
+    let db = Database::open(dir, config)?;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let db = &db;
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || {
+                    let value = [t as u8; 100];
+                    (t..keys).step_by(THREADS as usize).try_for_each(|i| db.put(key(i), value))
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or(Ok(())))
+    })?;
+    let took = started.elapsed();
+    println!(
+        "filled {keys} keys ({mode:?}) in {:.2} s, peak RSS {:.0} MiB",
+        took.as_secs_f64(),
+        peak_rss_mib()
+    );
+    if kill {
+        // Everything acknowledged is in the log; nothing is closed or flushed.
+        // Safety: kill(2) on this process, with a signal that ends it.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    let started = Instant::now();
+    db.close()?;
+    println!("close took {:.3} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn reopen(dir: &str) -> lightning_db::Result<()> {
+    let config = LightningDbConfig { create_if_missing: false, ..LightningDbConfig::default() };
+    let started = Instant::now();
+    let db = Database::open(dir, config)?;
+    let took = started.elapsed();
+    let present = db.get(key(0))?.is_some();
+    let replayed: u64 = db.start_reports().iter().map(|r| r.replayed_records).sum();
+    println!(
+        "reopen took {:.3} s: {replayed} records replayed, key 0 present: {present}, peak RSS \
+         {:.0} MiB",
+        took.as_secs_f64(),
+        peak_rss_mib()
+    );
+    db.close()
+}
