@@ -30,6 +30,10 @@ mod shard;
 #[cfg(any(test, feature = "simulation"))]
 mod simulation;
 mod stats;
+// The on-disk tree is built and tested alone first; the flush path that uses it is next
+// (docs/ARCHITECTURE.md, "What is not built yet").
+#[allow(dead_code)]
+mod tree;
 mod version;
 mod view;
 mod wal;

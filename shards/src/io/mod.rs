@@ -38,6 +38,10 @@ pub enum OpenHow {
     CreateNew,
     /// An existing file, for reading and buffered (page cache) writing.
     Buffered,
+    /// An existing file written around the page cache (`O_DIRECT`; durable after an fdatasync)
+    /// where the file system allows it, through the page cache where it does not (tmpfs).
+    /// Writes must be 4096-aligned in offset, length and memory.
+    Direct,
     /// An existing file whose writes are durable when they complete (`O_DSYNC`), and bypass
     /// the page cache when `direct` (`O_DIRECT`).
     Durable {
@@ -237,6 +241,13 @@ pub struct IoDone {
     pub buf: Option<IoBuf>,
 }
 
+/// Reads of one file that any thread may make (tree pages: caller threads read them while the
+/// shard thread writes others). Offsets and lengths are multiples of 4096.
+pub trait ReadAt: Send + Sync {
+    /// Exactly `len` bytes from `offset` (an error past the end of the file).
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+}
+
 /// The one interface between a shard and the outside world: files, the clock, randomness.
 ///
 /// File operations return `std::io::Result`; the caller wraps errors with what it was doing
@@ -289,6 +300,8 @@ pub trait Storage {
     fn probe_direct_io(&mut self, dir: &Path) -> Result<()>;
     /// Maps the first `len` bytes of `file` shared and writable.
     fn map(&mut self, file: &Self::File, len: usize) -> io::Result<Self::Map>;
+    /// A reader of `path` for any thread (`O_DIRECT` where the file system has it).
+    fn shared_reader(&mut self, path: &Path) -> io::Result<Arc<dyn ReadAt>>;
 
     /// A buffer for a write of `bytes`: a lease of a registered one when one is free and big
     /// enough (dropping the lease returns it), an owned one otherwise.

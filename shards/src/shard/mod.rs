@@ -667,6 +667,12 @@ mod tests {
         fn map(&mut self, file: &Self::File, len: usize) -> std::io::Result<Self::Map> {
             self.io.map(file, len)
         }
+        fn shared_reader(
+            &mut self,
+            path: &std::path::Path,
+        ) -> std::io::Result<Arc<dyn crate::io::ReadAt>> {
+            self.io.shared_reader(path)
+        }
         fn buffer(&mut self, bytes: usize) -> Option<IoBuf> {
             self.io.buffer(bytes)
         }

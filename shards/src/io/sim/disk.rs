@@ -622,6 +622,17 @@ impl DiskState {
     }
 
     /// Flips bits of one durable byte: media damage.
+    pub(super) fn unsynced(&self, path: &Path) -> io::Result<Vec<(usize, usize)>> {
+        let f = self.file(self.lookup(path)?)?;
+        Ok(f.dirty
+            .iter()
+            .filter_map(|d| match &d.change {
+                Change::Write { offset, bytes } => Some((*offset, bytes.len())),
+                Change::Resize { .. } => None,
+            })
+            .collect())
+    }
+
     pub(super) fn damage(&mut self, path: &Path, offset: usize, mask: u8) -> io::Result<()> {
         let inode = self.lookup(path)?;
         let f = self.file_mut(inode)?;

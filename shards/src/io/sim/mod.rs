@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use disk::DiskState;
 
-use super::{FileHandle, IoBuf, IoDone, MapSegment, OpenHow, Storage};
+use super::{FileHandle, IoBuf, IoDone, MapSegment, OpenHow, ReadAt, Storage};
 use crate::error::{Error, Result};
 use crate::ingress::Inbox;
 
@@ -261,6 +261,12 @@ impl SimDisk {
         self.lock().put_file(path, bytes)
     }
 
+    /// The writes to `path` not yet made durable, as `(offset, length)`, oldest first: for tests
+    /// of write ordering (what must be durable before what).
+    pub fn unsynced(&self, path: &Path) -> io::Result<Vec<(usize, usize)>> {
+        self.lock().unsynced(path)
+    }
+
     /// Flips the bits `mask` of the durable byte at `offset` of `path`: media damage.
     pub fn damage(&self, path: &Path, offset: usize, mask: u8) -> io::Result<()> {
         self.lock().damage(path, offset, mask)
@@ -370,7 +376,9 @@ impl Storage for SimStorage {
         let durable = matches!(how, OpenHow::Durable { .. });
         let inode = match how {
             OpenHow::CreateNew => self.mutate(None, 0, |s| s.create_new(path))?,
-            OpenHow::Buffered | OpenHow::Durable { .. } => self.disk.lock().lookup(path)?,
+            OpenHow::Buffered | OpenHow::Direct | OpenHow::Durable { .. } => {
+                self.disk.lock().lookup(path)?
+            }
         };
         Ok(SimFile { inode, path: path.to_path_buf(), durable })
     }
@@ -417,6 +425,11 @@ impl Storage for SimStorage {
             return Err(errno(libc::EINVAL)); // a mapping past the end would fault on write
         }
         Ok(SimMap { disk: self.disk.clone(), inode: file.inode, len, epoch: self.epoch })
+    }
+
+    fn shared_reader(&mut self, path: &Path) -> io::Result<Arc<dyn ReadAt>> {
+        self.disk.lock().lookup(path)?;
+        Ok(Arc::new(SimReader { disk: self.disk.clone(), path: path.to_path_buf() }))
     }
 
     fn buffer(&mut self, bytes: usize) -> Option<IoBuf> {
@@ -482,6 +495,25 @@ impl Storage for SimStorage {
             inbox.eventfd().clear();
         }
         self.reap(out)
+    }
+}
+
+/// A reader of a simulated file: reads see what was written (the page cache).
+struct SimReader {
+    disk: SimDisk,
+    path: PathBuf,
+}
+
+impl ReadAt for SimReader {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let s = self.disk.lock();
+        let written = &s.file(s.lookup(&self.path)?)?.written;
+        let start = usize::try_from(offset).map_err(|_| errno(libc::EINVAL))?;
+        let end = start.checked_add(len).ok_or_else(|| errno(libc::EINVAL))?;
+        match written.get(start..end) {
+            Some(bytes) => Ok(bytes.to_vec()),
+            None => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        }
     }
 }
 

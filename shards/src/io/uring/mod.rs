@@ -23,12 +23,33 @@ use std::time::{Duration, Instant};
 use ring::Ring;
 
 use super::aligned::{AlignedBuf, SECTOR_BYTES};
-use super::{sys, FileHandle, IoBuf, IoDone, OpenHow, RegisteredPool, Storage};
+use super::{sys, FileHandle, IoBuf, IoDone, OpenHow, ReadAt, RegisteredPool, Storage};
 use crate::error::{Error, Result};
 use crate::ingress::Inbox;
 
 /// A file opened by [`UringStorage`].
 #[derive(Debug)]
+/// A reader of one file for any thread: `pread` into an aligned buffer (`O_DIRECT` needs one).
+struct SharedReader {
+    file: File,
+    direct: bool,
+}
+
+impl ReadAt for SharedReader {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        if !self.direct {
+            let mut out = vec![0u8; len];
+            self.file.read_exact_at(&mut out, offset)?;
+            return Ok(out);
+        }
+        let mut buf =
+            AlignedBuf::zeroed(len).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let aligned = &mut buf.as_mut_slice()[..len.next_multiple_of(SECTOR_BYTES)];
+        self.file.read_exact_at(aligned, offset)?;
+        Ok(aligned[..len].to_vec())
+    }
+}
+
 pub struct RealFile {
     file: File,
     path: PathBuf,
@@ -138,6 +159,16 @@ impl Storage for UringStorage {
                 options.create_new(true);
             }
             OpenHow::Buffered => {}
+            OpenHow::Direct => {
+                let direct = options.clone().custom_flags(libc::O_DIRECT).open(path);
+                match direct {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    other => {
+                        let file = other?;
+                        return Ok(Rc::new(RealFile { file, path: path.to_path_buf() }));
+                    }
+                }
+            }
             OpenHow::Durable { direct } => {
                 let direct_flag = if direct { libc::O_DIRECT } else { 0 };
                 options.custom_flags(libc::O_DSYNC | direct_flag);
@@ -191,6 +222,19 @@ impl Storage for UringStorage {
 
     fn map(&mut self, file: &Self::File, len: usize) -> io::Result<Self::Map> {
         MappedSegment::map(&file.file, len)
+    }
+
+    fn shared_reader(&mut self, path: &Path) -> io::Result<Arc<dyn ReadAt>> {
+        let direct = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path);
+        let (file, direct) = match direct {
+            Ok(file) => (file, true),
+            // A file system without O_DIRECT (tmpfs): read through the page cache.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                (OpenOptions::new().read(true).open(path)?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Arc::new(SharedReader { file, direct }))
     }
 
     fn buffer(&mut self, bytes: usize) -> Option<IoBuf> {

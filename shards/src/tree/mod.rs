@@ -1,0 +1,880 @@
+//! A shard's on-disk copy-on-write B+tree (`docs/ARCHITECTURE.md`, "The tree").
+//!
+//! One file per shard, `tree.ldb`: pages 0 and 1 are two alternating superblocks
+//! (`superblock`), every other page belongs to an extent (`page`): a leaf, a branch, an
+//! overflow value or the free list. Nothing reachable from a published superblock is ever
+//! written again:
+//!
+//! - **Merge** ([`TreeWriter::merge`], the shard thread): sorted updates (a frozen memtable's
+//!   newest versions) are merged in key order. A leaf or branch that changes is written to a
+//!   fresh extent, and so is its path to the root; a subtree without updates is kept by
+//!   reference.
+//! - **Publish**: the new extents are made durable (fdatasync), then the new superblock, with a
+//!   generation one higher, is written to the slot the previous one does not occupy and made
+//!   durable. A crash at any point leaves the previous superblock and its whole tree intact.
+//! - **Reuse**: an extent the new root no longer reaches is *freed at* that generation. It is
+//!   reused only when (a) two generations have passed, so neither superblock on disk reaches it
+//!   (a torn write of the newer falls back to the older, whole), and (b) no reader holds a root
+//!   older than the generation that freed it ([`Root`]s are reference counted; the writer
+//!   watches them through weak references).
+//! - **Reads** ([`Root::get`], [`Root::chunk`]): any thread, through a shared reader of the file;
+//!   every extent is checked against the checksum its parent's pointer carries.
+//!
+//! Keys at most `page_size / 4` bytes; values over `page_size / 4` bytes go to an overflow
+//! extent of their own.
+
+pub mod page;
+pub mod superblock;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use crate::error::{Error, Result};
+use crate::io::{FileHandle, IoBuf, OpenHow, ReadAt, Storage};
+use crate::memtable::Direction;
+use page::{
+    branch_entry_bytes, leaf_entry_bytes, Branch, ExtentRef, Kind, Leaf, Node, PageId, Value,
+    PAGE_HEADER_BYTES,
+};
+use superblock::{Slot, Superblock, SUPERBLOCK_BYTES};
+
+/// The tree file's name in a shard directory.
+pub const TREE_FILE: &str = "tree.ldb";
+
+/// How a tree is written.
+#[derive(Clone, Copy, Debug)]
+pub struct TreeOptions {
+    /// Bytes per page (a power of two, at least 4096).
+    pub page_size: usize,
+    /// Store leaves lz4-compressed where that saves at least 1/8.
+    pub compress: bool,
+}
+
+impl TreeOptions {
+    /// Largest value kept inside a leaf; longer ones get an overflow extent.
+    pub fn inline_value_max(&self) -> usize {
+        self.page_size / 4
+    }
+
+    /// Body bytes a leaf is filled to before the next one starts: one page, or four when
+    /// compressed (a compressed leaf still takes whole pages, so it must hold more to save).
+    fn leaf_target(&self) -> usize {
+        let page_body = self.page_size - PAGE_HEADER_BYTES;
+        if self.compress {
+            4 * page_body
+        } else {
+            page_body
+        }
+    }
+
+    fn branch_target(&self) -> usize {
+        self.page_size - PAGE_HEADER_BYTES - 4
+    }
+}
+
+/// One change a merge applies: a value, or `None` to remove the key.
+pub type Update = (Vec<u8>, Option<Vec<u8>>);
+
+/// A published tree state that readers use. Holding one keeps every extent it reaches from
+/// being reused.
+pub struct Root {
+    sb: Superblock,
+    file: PathBuf,
+    reader: Arc<dyn ReadAt>,
+    page_size: usize,
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Root").field("superblock", &self.sb).finish()
+    }
+}
+
+/// One chunk of a tree scan (as `memtable::Chunk`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TreeChunk {
+    /// `(key, value)` in scan order.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The last key returned; `None` when the range is exhausted.
+    pub resume_after: Option<Vec<u8>>,
+}
+
+impl Root {
+    /// The superblock this root was published with.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    fn corrupt(&self, at: ExtentRef, what: impl std::fmt::Display) -> Error {
+        let offset = at.page.saturating_mul(self.page_size as u64);
+        Error::corruption(&self.file, offset, format!("tree extent at page {}: {what}", at.page))
+    }
+
+    /// Reads and checks the extent `at`.
+    pub fn node(&self, at: ExtentRef) -> Result<Node> {
+        let offset = at.page.checked_mul(self.page_size as u64);
+        let len = (at.pages as usize).checked_mul(self.page_size);
+        let (Some(offset), Some(len)) = (offset, len) else {
+            return Err(self.corrupt(at, "pointer out of range"));
+        };
+        let bytes = self.reader.read_at(offset, len).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => self.corrupt(at, "past the end of the file"),
+            _ => Error::io("read tree extent", &self.file, e),
+        })?;
+        page::decode(&bytes, at, self.page_size).map_err(|e| self.corrupt(at, e))
+    }
+
+    fn value(&self, value: Value) -> Result<Vec<u8>> {
+        match value {
+            Value::Inline(v) => Ok(v),
+            Value::Overflow { at, len } => match self.node(at)? {
+                Node::Overflow(v) if v.len() == len as usize => Ok(v),
+                _ => Err(self.corrupt(at, "not the overflow value its leaf points to")),
+            },
+        }
+    }
+
+    /// The value of `key`, if the tree holds it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some((mut at, _)) = self.sb.root else { return Ok(None) };
+        loop {
+            match self.node(at)? {
+                Node::Branch { branch, .. } => {
+                    at = branch.children[branch.separators.partition_point(|s| &s[..] <= key)];
+                }
+                Node::Leaf(leaf) => {
+                    return match leaf.entries.binary_search_by(|(k, _)| k[..].cmp(key)) {
+                        Ok(i) => {
+                            let value = leaf.entries.into_iter().nth(i).map(|(_, v)| v);
+                            value.map(|v| self.value(v)).transpose()
+                        }
+                        Err(_) => Ok(None),
+                    };
+                }
+                _ => return Err(self.corrupt(at, "a tree pointer to a non-node extent")),
+            }
+        }
+    }
+
+    /// Up to `limit` entries within the bounds, in `direction` order; a later chunk resumes
+    /// after `TreeChunk::resume_after` (passed as the excluded bound).
+    pub fn chunk(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<TreeChunk> {
+        let mut out = TreeChunk::default();
+        let Some((root, _)) = self.sb.root else { return Ok(out) };
+        let limit = limit.max(1);
+        let start = match direction {
+            Direction::Forward => lower,
+            Direction::Reverse => upper,
+        };
+        // The path from the root: each branch and the child index taken. The first descent
+        // follows `start`; later ones enter the next subtree at its edge.
+        let mut path: Vec<(Branch, usize)> = Vec::new();
+        let mut at = root;
+        let mut first = true;
+        loop {
+            let leaf = loop {
+                match self.node(at)? {
+                    Node::Branch { branch, .. } => {
+                        let last = branch.children.len() - 1;
+                        let i = match (first, start, direction) {
+                            (true, Bound::Included(k) | Bound::Excluded(k), _) => {
+                                branch.separators.partition_point(|s| &s[..] <= k)
+                            }
+                            (_, _, Direction::Forward) => 0,
+                            (_, _, Direction::Reverse) => last,
+                        };
+                        at = branch.children[i];
+                        path.push((branch, i));
+                    }
+                    Node::Leaf(leaf) => break leaf,
+                    _ => return Err(self.corrupt(at, "a tree pointer to a non-node extent")),
+                }
+            };
+            first = false;
+            let entries: Box<dyn Iterator<Item = (Vec<u8>, Value)>> = match direction {
+                Direction::Forward => Box::new(leaf.entries.into_iter()),
+                Direction::Reverse => Box::new(leaf.entries.into_iter().rev()),
+            };
+            for (key, value) in entries {
+                let (past_start, before_end) = match direction {
+                    Direction::Forward => (above(&key, lower), below(&key, upper)),
+                    Direction::Reverse => (below(&key, upper), above(&key, lower)),
+                };
+                if !past_start {
+                    continue;
+                }
+                if !before_end {
+                    return Ok(out);
+                }
+                let value = self.value(value)?;
+                out.entries.push((key, value));
+                if out.entries.len() == limit {
+                    out.resume_after = out.entries.last().map(|(k, _)| k.clone());
+                    return Ok(out);
+                }
+            }
+            // The next leaf: up the path to a branch with a sibling in the direction.
+            loop {
+                let Some((branch, i)) = path.last_mut() else { return Ok(out) };
+                let next = match direction {
+                    Direction::Forward => (*i + 1 < branch.children.len()).then_some(*i + 1),
+                    Direction::Reverse => i.checked_sub(1),
+                };
+                if let Some(n) = next {
+                    *i = n;
+                    at = branch.children[n];
+                    break;
+                }
+                path.pop();
+            }
+        }
+    }
+
+    /// Walks every extent the root reaches and checks it (`db.verify()`): returns the extents
+    /// reached, or the first `Error::Corruption`.
+    pub fn verify(&self) -> Result<Vec<ExtentRef>> {
+        let mut reached = Vec::new();
+        let Some((root, height)) = self.sb.root else { return Ok(reached) };
+        let mut stack = vec![(root, height - 1)];
+        while let Some((at, level)) = stack.pop() {
+            reached.push(at);
+            match self.node(at)? {
+                Node::Branch { level: l, branch } if l == level && level >= 1 => {
+                    stack.extend(branch.children.iter().map(|c| (*c, level - 1)));
+                }
+                Node::Leaf(leaf) if level == 0 => {
+                    for (_, value) in leaf.entries {
+                        if let Value::Overflow { at: o, len } = value {
+                            reached.push(o);
+                            match self.node(o)? {
+                                Node::Overflow(v) if v.len() == len as usize => {}
+                                _ => return Err(self.corrupt(o, "not the overflow value expected")),
+                            }
+                        }
+                    }
+                }
+                _ => return Err(self.corrupt(at, "a node at the wrong level")),
+            }
+        }
+        Ok(reached)
+    }
+}
+
+fn above(key: &[u8], lower: Bound<&[u8]>) -> bool {
+    match lower {
+        Bound::Included(l) => key >= l,
+        Bound::Excluded(l) => key > l,
+        Bound::Unbounded => true,
+    }
+}
+
+fn below(key: &[u8], upper: Bound<&[u8]>) -> bool {
+    match upper {
+        Bound::Included(u) => key <= u,
+        Bound::Excluded(u) => key < u,
+        Bound::Unbounded => true,
+    }
+}
+
+/// What opening a tree found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeOpened {
+    /// The superblock in use.
+    pub superblock: Superblock,
+    /// The other slot, when it was torn or damaged (its generation was lost or never written
+    /// whole): the tree fell back to the one in use.
+    pub other_slot_invalid: Option<String>,
+}
+
+/// The shard thread's side of a tree: allocation, merges, publishing.
+pub struct TreeWriter<S: Storage> {
+    path: PathBuf,
+    file: S::File,
+    options: TreeOptions,
+    current: Arc<Root>,
+    /// Roots handed out before the current one, while anyone may hold them.
+    old_roots: Vec<Weak<Root>>,
+    /// Free pages any write may take.
+    reusable: BTreeSet<PageId>,
+    /// Free pages by the generation that freed them, until `reusable`.
+    waiting: BTreeMap<u64, Vec<PageId>>,
+    /// The file's used range ends here.
+    end_page: PageId,
+    buf: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl<S: Storage> TreeWriter<S> {
+    /// Opens shard `shard`'s tree in `dir`, creating an empty one when the file is missing.
+    pub fn open(
+        io: &mut S,
+        dir: &Path,
+        shard: u32,
+        options: TreeOptions,
+    ) -> Result<(TreeWriter<S>, TreeOpened)> {
+        let path = dir.join(TREE_FILE);
+        let names = io.list_dir(dir).map_err(|e| Error::io("list shard directory", dir, e))?;
+        if !names.iter().any(|n| n == TREE_FILE) {
+            create(io, dir, &path, shard, options.page_size)?;
+        }
+        let file =
+            io.open(&path, OpenHow::Direct).map_err(|e| Error::io("open tree file", &path, e))?;
+        let mut slots = Vec::new();
+        for slot in 0..2u64 {
+            let offset = slot * options.page_size as u64;
+            let bytes = io
+                .read_at(&path, offset, SUPERBLOCK_BYTES)
+                .map_err(|e| Error::io("read tree superblock", &path, e))?;
+            slots.push(Superblock::decode(&bytes));
+        }
+        let sb = superblock::choose(&slots[0], &slots[1])
+            .map_err(|e| Error::corruption(&path, 0, format!("tree superblocks: {e}")))?;
+        if sb.shard != shard || sb.page_size as usize != options.page_size {
+            return Err(Error::corruption(
+                &path,
+                sb.slot() * options.page_size as u64,
+                format!(
+                    "tree superblock of shard {} with {}-byte pages, in shard {shard}'s \
+                     directory with {}-byte pages",
+                    sb.shard, sb.page_size, options.page_size
+                ),
+            ));
+        }
+        let other = &slots[(1 - sb.slot()) as usize];
+        let other_slot_invalid = match other {
+            Slot::Invalid(e) => {
+                log::warn!(
+                    "{}: one tree superblock is invalid ({e}); using the other",
+                    path.display()
+                );
+                Some(e.to_string())
+            }
+            _ => None,
+        };
+        let reader =
+            io.shared_reader(&path).map_err(|e| Error::io("open tree file for reads", &path, e))?;
+        let current =
+            Arc::new(Root { sb, file: path.clone(), reader, page_size: options.page_size });
+        let mut writer = TreeWriter {
+            path,
+            file,
+            options,
+            current,
+            old_roots: Vec::new(),
+            reusable: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            end_page: sb.end_page,
+            buf: Vec::new(),
+            body: Vec::new(),
+        };
+        if let Some(list) = sb.free_list {
+            match writer.current.node(list)? {
+                Node::FreeList(pages) => {
+                    // Pages the newest generation freed may be reached by the other
+                    // superblock: they wait one more generation.
+                    for (page, freed_at) in pages {
+                        writer.waiting.entry(freed_at).or_default().push(page);
+                    }
+                }
+                _ => return Err(writer.current.corrupt(list, "not a free list")),
+            }
+        }
+        Ok((writer, TreeOpened { superblock: sb, other_slot_invalid }))
+    }
+
+    /// The published root (readers clone it).
+    pub fn root(&self) -> Arc<Root> {
+        self.current.clone()
+    }
+
+    /// The options the tree is written with.
+    pub fn options(&self) -> TreeOptions {
+        self.options
+    }
+
+    /// Pages free now (reusable or waiting).
+    pub fn free_pages(&self) -> usize {
+        self.reusable.len() + self.waiting.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// The file's used range, in pages.
+    pub fn end_page(&self) -> PageId {
+        self.end_page
+    }
+
+    /// Merges `updates` (ascending, distinct keys) into the tree and publishes the result as
+    /// the next generation with the given checkpoint: on return, the new superblock is durable
+    /// and [`root`](Self::root) is the new tree.
+    pub fn merge(
+        &mut self,
+        io: &mut S,
+        updates: &[Update],
+        checkpoint_lsn: u64,
+        checkpoint_ts: u64,
+    ) -> Result<Arc<Root>> {
+        debug_assert!(updates.windows(2).all(|w| w[0].0 < w[1].0), "updates must be sorted");
+        let old = self.current.clone();
+        let generation = old.sb.generation + 1;
+        self.release(generation);
+        let mut freed: Vec<PageId> = Vec::new();
+        let mut entries = old.sb.entries as i64;
+        let (root, height) = match old.sb.root {
+            None => {
+                let out = self.rewrite_leaf(
+                    io,
+                    Leaf::default(),
+                    updates,
+                    generation,
+                    &mut freed,
+                    &mut entries,
+                )?;
+                self.grow(io, out, 1, generation)?
+            }
+            Some((root, height)) => {
+                let out = self.merge_node(
+                    io,
+                    &old,
+                    root,
+                    height - 1,
+                    updates,
+                    generation,
+                    &mut freed,
+                    &mut entries,
+                )?;
+                self.grow(io, out, height, generation)?
+            }
+        };
+        if let Some(list) = old.sb.free_list {
+            free_extent(&mut freed, list);
+        }
+        let sb = self.publish(
+            io,
+            root,
+            height,
+            freed,
+            generation,
+            checkpoint_lsn,
+            checkpoint_ts,
+            entries.max(0) as u64,
+        )?;
+        let new = Arc::new(Root {
+            sb,
+            file: self.path.clone(),
+            reader: old.reader.clone(),
+            page_size: self.options.page_size,
+        });
+        self.old_roots.push(Arc::downgrade(&old));
+        self.current = new.clone();
+        Ok(new)
+    }
+
+    /// Moves waiting pages that generation `generation` may write over into `reusable`: freed
+    /// two or more generations earlier (neither superblock on disk reaches them) and older than
+    /// every root a reader still holds.
+    fn release(&mut self, generation: u64) {
+        self.old_roots.retain(|w| w.strong_count() > 0);
+        let oldest_held = self
+            .old_roots
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|r| r.sb.generation)
+            .min()
+            .unwrap_or(u64::MAX);
+        let limit = (generation.saturating_sub(2)).min(oldest_held);
+        let ready: Vec<u64> = self.waiting.range(..=limit).map(|(g, _)| *g).collect();
+        for g in ready {
+            if let Some(pages) = self.waiting.remove(&g) {
+                self.reusable.extend(pages);
+            }
+        }
+    }
+
+    /// Takes `pages` contiguous free pages, from the reusable set or the file's end.
+    fn allocate(&mut self, pages: u32) -> PageId {
+        if pages == 1 {
+            if let Some(p) = self.reusable.pop_first() {
+                return p;
+            }
+        } else {
+            let want = u64::from(pages);
+            let mut run_start = None;
+            let mut run_len = 0u64;
+            let mut prev = None;
+            for &p in self.reusable.iter().take(4096) {
+                if prev.is_some_and(|q: u64| q + 1 == p) {
+                    run_len += 1;
+                } else {
+                    run_start = Some(p);
+                    run_len = 1;
+                }
+                prev = Some(p);
+                if run_len == want {
+                    break;
+                }
+            }
+            if let (Some(start), true) = (run_start, run_len == want) {
+                for p in start..start + want {
+                    self.reusable.remove(&p);
+                }
+                return start;
+            }
+        }
+        let p = self.end_page;
+        self.end_page += u64::from(pages);
+        p
+    }
+
+    /// Frames `body` as an extent and writes it to freshly allocated pages.
+    fn write_extent(
+        &mut self,
+        io: &mut S,
+        kind: Kind,
+        level: u8,
+        generation: u64,
+        compress: bool,
+    ) -> Result<ExtentRef> {
+        // Framed at page 0 to learn its length, then moved to the pages allocated for it.
+        let framed = page::frame(
+            &mut self.buf,
+            page::Frame { kind, level, page: 0, generation },
+            &self.body,
+            compress,
+            self.options.page_size,
+        );
+        let at = self.allocate(framed.pages);
+        let r = page::relocate(&mut self.buf, at, self.options.page_size);
+        self.write_framed(io, at)?;
+        Ok(r)
+    }
+
+    /// Writes the extent framed in `buf` at page `at` (through an aligned buffer: the file is
+    /// open with `O_DIRECT`).
+    fn write_framed(&mut self, io: &mut S, at: PageId) -> Result<()> {
+        let len = self.buf.len();
+        let mut io_buf = IoBuf::zeroed(len).ok_or_else(|| {
+            Error::io(
+                "allocate a tree write buffer",
+                &self.path,
+                std::io::ErrorKind::OutOfMemory.into(),
+            )
+        })?;
+        io_buf.as_mut_slice()[..len].copy_from_slice(&self.buf);
+        let offset = at * self.options.page_size as u64;
+        io.write_at(&self.file, offset, &io_buf.as_slice()[..len])
+            .map_err(|e| Error::io("write tree extent", self.file.path(), e))
+    }
+
+    fn write_value(&mut self, io: &mut S, value: &[u8], generation: u64) -> Result<Value> {
+        if value.len() <= self.options.inline_value_max() {
+            return Ok(Value::Inline(value.to_vec()));
+        }
+        self.body.clear();
+        self.body.extend_from_slice(value);
+        let at = self.write_extent(io, Kind::Overflow, 0, generation, false)?;
+        Ok(Value::Overflow { at, len: value.len() as u32 })
+    }
+
+    /// Merges `updates` into the leaf `leaf` and writes the result as one or more leaves:
+    /// `(lower bound, extent)`, the first with `None` (the old lower bound stays).
+    fn rewrite_leaf(
+        &mut self,
+        io: &mut S,
+        leaf: Leaf,
+        updates: &[Update],
+        generation: u64,
+        freed: &mut Vec<PageId>,
+        entries: &mut i64,
+    ) -> Result<Vec<(Option<Vec<u8>>, ExtentRef)>> {
+        let mut merged: Vec<(Vec<u8>, Value)> =
+            Vec::with_capacity(leaf.entries.len() + updates.len());
+        let mut old = leaf.entries.into_iter().peekable();
+        for (key, update) in updates {
+            while let Some((k, _)) = old.peek() {
+                if k >= key {
+                    break;
+                }
+                merged.extend(old.next());
+            }
+            let replaced = old.peek().is_some_and(|(k, _)| k == key);
+            if replaced {
+                if let Some((_, Value::Overflow { at, .. })) = old.next() {
+                    free_extent(freed, at);
+                }
+            }
+            match update {
+                Some(v) => {
+                    let value = self.write_value(io, v, generation)?;
+                    merged.push((key.clone(), value));
+                    if !replaced {
+                        *entries += 1;
+                    }
+                }
+                None if replaced => *entries -= 1,
+                None => {}
+            }
+        }
+        merged.extend(old);
+        // Pack into leaves of at most the target body size.
+        let target = self.options.leaf_target();
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < merged.len() {
+            let mut bytes = 4;
+            let mut end = start;
+            while end < merged.len() {
+                let b = leaf_entry_bytes(merged[end].0.len(), &merged[end].1);
+                if end > start && bytes + b > target {
+                    break;
+                }
+                bytes += b;
+                end += 1;
+            }
+            let part = Leaf { entries: merged[start..end].to_vec() };
+            page::encode_leaf(&mut self.body, &part);
+            let at = self.write_extent(io, Kind::Leaf, 0, generation, self.options.compress)?;
+            let lower = (!out.is_empty()).then(|| merged[start].0.clone());
+            out.push((lower, at));
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Merges `updates` into the subtree at `at` (a node of `level`), returning its
+    /// replacement nodes (as `rewrite_leaf`).
+    #[allow(clippy::too_many_arguments)]
+    fn merge_node(
+        &mut self,
+        io: &mut S,
+        root: &Root,
+        at: ExtentRef,
+        level: u8,
+        updates: &[Update],
+        generation: u64,
+        freed: &mut Vec<PageId>,
+        entries: &mut i64,
+    ) -> Result<Vec<(Option<Vec<u8>>, ExtentRef)>> {
+        let node = root.node(at)?;
+        free_extent(freed, at);
+        match node {
+            Node::Leaf(leaf) if level == 0 => {
+                self.rewrite_leaf(io, leaf, updates, generation, freed, entries)
+            }
+            Node::Branch { level: l, branch } if l == level && level >= 1 => {
+                let mut children: Vec<(Option<Vec<u8>>, ExtentRef)> = Vec::new();
+                let mut rest = updates;
+                for (i, child) in branch.children.iter().enumerate() {
+                    let mine = match branch.separators.get(i) {
+                        Some(sep) => rest.partition_point(|(k, _)| k < sep),
+                        None => rest.len(),
+                    };
+                    let (here, later) = rest.split_at(mine);
+                    rest = later;
+                    let lower = if i == 0 { None } else { Some(branch.separators[i - 1].clone()) };
+                    if here.is_empty() {
+                        children.push((lower, *child));
+                        continue;
+                    }
+                    let replaced = self.merge_node(
+                        io,
+                        root,
+                        *child,
+                        level - 1,
+                        here,
+                        generation,
+                        freed,
+                        entries,
+                    )?;
+                    for (j, (first, r)) in replaced.into_iter().enumerate() {
+                        children.push((if j == 0 { lower.clone() } else { first }, r));
+                    }
+                }
+                self.write_branches(io, children, level, generation)
+            }
+            _ => Err(root.corrupt(at, format!("not a node of level {level}"))),
+        }
+    }
+
+    /// Writes `children` (the first's lower bound is ignored) as one or more branches of
+    /// `level`; none when there are no children.
+    fn write_branches(
+        &mut self,
+        io: &mut S,
+        children: Vec<(Option<Vec<u8>>, ExtentRef)>,
+        level: u8,
+        generation: u64,
+    ) -> Result<Vec<(Option<Vec<u8>>, ExtentRef)>> {
+        let target = self.options.branch_target();
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < children.len() {
+            let mut bytes = EXTENT_REF_PLUS_COUNT;
+            let mut end = start + 1;
+            while end < children.len() {
+                let sep_len = children[end].0.as_ref().map_or(0, Vec::len);
+                let b = branch_entry_bytes(sep_len);
+                if bytes + b > target {
+                    break;
+                }
+                bytes += b;
+                end += 1;
+            }
+            let part = Branch {
+                separators: children[start + 1..end]
+                    .iter()
+                    .map(|(s, _)| s.clone().unwrap_or_default())
+                    .collect(),
+                children: children[start..end].iter().map(|(_, r)| *r).collect(),
+            };
+            page::encode_branch(&mut self.body, &part);
+            let at = self.write_extent(io, Kind::Branch, level, generation, false)?;
+            let lower = if start == 0 { None } else { children[start].0.clone() };
+            out.push((lower, at));
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Builds levels above `nodes` (of height `height`) until one root remains.
+    fn grow(
+        &mut self,
+        io: &mut S,
+        mut nodes: Vec<(Option<Vec<u8>>, ExtentRef)>,
+        mut height: u8,
+        generation: u64,
+    ) -> Result<(Option<ExtentRef>, u8)> {
+        loop {
+            match nodes.len() {
+                0 => return Ok((None, 0)),
+                1 => return Ok((Some(nodes[0].1), height)),
+                _ => {
+                    nodes = self.write_branches(io, nodes, height, generation)?;
+                    height += 1;
+                }
+            }
+        }
+    }
+
+    /// Writes the free list, makes the new extents durable, then the superblock.
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        io: &mut S,
+        root: Option<ExtentRef>,
+        height: u8,
+        freed: Vec<PageId>,
+        generation: u64,
+        checkpoint_lsn: u64,
+        checkpoint_ts: u64,
+        entries: u64,
+    ) -> Result<Superblock> {
+        if !freed.is_empty() {
+            self.waiting.entry(generation).or_default().extend(freed);
+        }
+        // The free list's own extent is allocated first (which only shrinks the set), sized
+        // for the set as it is.
+        let count = self.free_pages();
+        let free_list = if count == 0 {
+            None
+        } else {
+            // Its extent is allocated first, sized for the set as it is (taking it only shrinks
+            // the set), and its body padded with zeros to fill it.
+            let pages = page::pages_for(8 + 16 * count, self.options.page_size) as u32;
+            let at = self.allocate(pages);
+            let mut list: Vec<(PageId, u64)> = self.reusable.iter().map(|&p| (p, 0)).collect();
+            for (g, pages) in &self.waiting {
+                list.extend(pages.iter().map(|&p| (p, *g)));
+            }
+            list.sort_unstable();
+            page::encode_free_list(&mut self.body, &list);
+            let fill = pages as usize * self.options.page_size - PAGE_HEADER_BYTES;
+            self.body.resize(fill, 0);
+            let r = page::frame(
+                &mut self.buf,
+                page::Frame { kind: Kind::FreeList, level: 0, page: at, generation },
+                &self.body,
+                false,
+                self.options.page_size,
+            );
+            debug_assert_eq!(r.pages, pages);
+            self.write_framed(io, at)?;
+            Some(r)
+        };
+        io.sync_file(&self.file).map_err(|e| Error::io("fdatasync tree extents", &self.path, e))?;
+        let sb = Superblock {
+            shard: self.current.sb.shard,
+            page_size: self.options.page_size as u32,
+            generation,
+            root: root.map(|r| (r, height)),
+            checkpoint_lsn,
+            checkpoint_ts,
+            end_page: self.end_page,
+            free_list,
+            entries,
+        };
+        let mut io_buf = IoBuf::zeroed(SUPERBLOCK_BYTES).ok_or_else(|| {
+            Error::io(
+                "allocate a tree write buffer",
+                &self.path,
+                std::io::ErrorKind::OutOfMemory.into(),
+            )
+        })?;
+        io_buf.as_mut_slice()[..SUPERBLOCK_BYTES].copy_from_slice(&sb.encode());
+        io.write_at(
+            &self.file,
+            sb.slot() * self.options.page_size as u64,
+            &io_buf.as_slice()[..SUPERBLOCK_BYTES],
+        )
+        .map_err(|e| Error::io("write tree superblock", &self.path, e))?;
+        io.sync_file(&self.file)
+            .map_err(|e| Error::io("fdatasync tree superblock", &self.path, e))?;
+        Ok(sb)
+    }
+}
+
+/// Bytes of a branch body before its first separator: the count and the first child.
+const EXTENT_REF_PLUS_COUNT: usize = 4 + page::EXTENT_REF_BYTES;
+
+fn free_extent(freed: &mut Vec<PageId>, at: ExtentRef) {
+    freed.extend(at.page..at.page + u64::from(at.pages));
+}
+
+/// Creates an empty tree file: written and made durable under a temporary name, then renamed
+/// into place (as WAL segments are), so `tree.ldb` always has a whole superblock.
+fn create<S: Storage>(
+    io: &mut S,
+    dir: &Path,
+    path: &Path,
+    shard: u32,
+    page_size: usize,
+) -> Result<()> {
+    let tmp = dir.join(format!("{TREE_FILE}.tmp"));
+    if io
+        .list_dir(dir)
+        .map_err(|e| Error::io("list shard directory", dir, e))?
+        .iter()
+        .any(|n| *n == format!("{TREE_FILE}.tmp"))
+    {
+        io.remove_file(&tmp).map_err(|e| Error::io("remove interrupted tree file", &tmp, e))?;
+    }
+    let file =
+        io.open(&tmp, OpenHow::CreateNew).map_err(|e| Error::io("create tree file", &tmp, e))?;
+    let sb = Superblock::empty(shard, page_size as u32);
+    let mut bytes = vec![0u8; 2 * page_size];
+    let at = sb.slot() as usize * page_size;
+    bytes[at..at + SUPERBLOCK_BYTES].copy_from_slice(&sb.encode());
+    io.write_at(&file, 0, &bytes).map_err(|e| Error::io("write tree superblock", &tmp, e))?;
+    io.sync_file(&file).map_err(|e| Error::io("fdatasync tree file", &tmp, e))?;
+    io.rename(&tmp, path).map_err(|e| Error::io("rename tree file", path, e))?;
+    io.sync_dir(dir).map_err(|e| Error::io("fsync shard directory", dir, e))
+}
