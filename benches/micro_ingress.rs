@@ -40,6 +40,9 @@ fn shard(dir: &std::path::Path, cpu: Option<usize>) -> ShardHandle {
         spin_before_park_us: 200,
         stall_threshold_ms: 10,
         limits: Limits { max_key_bytes: 1024, max_value_bytes: 1 << 16, max_batch_bytes: 1 << 18 },
+        memtable_bytes: 0,
+        page_size: 4096,
+        compression: false,
         oracle: lightning_shards::Oracle::new(),
     })
     .unwrap()

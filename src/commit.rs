@@ -139,7 +139,9 @@ impl Database {
                 shards[i].tx_release(txid);
             }
         }
-        result?;
+        // Held until every participant answered: a shard does not flush this commit's writes
+        // before its COMMIT markers are durable everywhere.
+        let _in_flight = result?;
         applied.wait()
     }
 

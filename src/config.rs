@@ -70,6 +70,13 @@ pub struct LightningDbConfig {
     /// How long an idle shard polls its queue (yielding the CPU) before parking, in µs.
     /// Default 200.
     pub spin_before_park_us: u64,
+    /// Bytes a shard's memtable holds before it is frozen and flushed into the shard's on-disk
+    /// tree, after which the WAL behind it is removed. The memtables of the whole database
+    /// hold about `shards × memtable_bytes`, up to twice that while flushes run (a frozen
+    /// memtable stays readable until its flush is published, and longer while a snapshot
+    /// taken before holds it). 0: never flush (everything stays in memory and the WAL is
+    /// never truncated). Default 64 MiB.
+    pub memtable_bytes: usize,
     /// Create the database if the directory holds none. Default true.
     pub create_if_missing: bool,
     /// A shard loop turn longer than this (ms) is counted and logged as a stall
@@ -100,6 +107,7 @@ impl Default for LightningDbConfig {
             spin_before_park_us: 200,
             create_if_missing: true,
             stall_threshold_ms: 10,
+            memtable_bytes: 64 << 20,
         }
     }
 }
@@ -212,6 +220,9 @@ impl LightningDbConfig {
             spin_before_park_us: self.spin_before_park_us,
             stall_threshold_ms: self.stall_threshold_ms,
             limits: self.limits(),
+            memtable_bytes: self.memtable_bytes,
+            page_size: self.page_size as usize,
+            compression: self.compression_enabled,
             oracle: oracle.clone(),
         }
     }

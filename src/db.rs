@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lightning_shards::{
-    Error, Limits, OpRef, Oracle, Result, ShardHandle, ShardStats, SnapshotGuard, StartReport,
-    StartingShard, Ticket, Ts, WalSyncMode,
+    Error, Limits, OpRef, Oracle, Result, ShardHandle, ShardStats, StartReport, StartingShard,
+    Ticket, Ts, WalSyncMode,
 };
 
 use crate::batch::WriteBatch;
@@ -20,7 +20,7 @@ use crate::config::LightningDbConfig;
 use crate::meta::{self, Meta, HASH_CRC32C_LEMIRE};
 use crate::router::Router;
 use crate::scan::{owned_bounds, prefix_bounds, DbIterator};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{DbSnapshot, Snapshot};
 use crate::txn::TxTable;
 
 /// Memory held by a database's memtables.
@@ -114,6 +114,9 @@ impl Database {
         };
         let meta = meta::load_or_create(&path, wanted, config.create_if_missing)?;
         check_meta(&path, &meta)?;
+        // The page size is the database's: the limits must hold for it too.
+        let config = LightningDbConfig { page_size: meta.page_size, ..config };
+        config.validate()?;
         let oracle = Oracle::new();
         let shards = start_shards(&path, &config, meta.shards as usize, backend, &oracle)?;
         let transactions =
@@ -202,6 +205,10 @@ impl Database {
     }
 
     /// The shard that owns `key`.
+    pub(crate) fn shard_index(&self, key: &[u8]) -> usize {
+        self.router.shard_for(key)
+    }
+
     pub(crate) fn shard_of(&self, key: &[u8]) -> &ShardHandle {
         &self.shards[self.router.shard_for(key)]
     }
@@ -227,14 +234,18 @@ impl Database {
 
     /// Registers a snapshot above every shard's visible watermark and fences every shard at
     /// it (`docs/ARCHITECTURE.md`, "One timestamp order").
-    pub(crate) fn take_snapshot(&self) -> Result<Arc<SnapshotGuard>> {
+    /// Every shard's layers are pinned after its fence, so a flush afterwards changes
+    /// nothing the snapshot reads.
+    pub(crate) fn take_snapshot(&self) -> Result<Arc<DbSnapshot>> {
         let guard = self
             .oracle
             .register(|| self.shards.iter().map(ShardHandle::visible_ts).max().unwrap_or(Ts::ZERO));
+        let mut shards = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             shard.fence(guard.ts())?;
+            shards.push(shard.snapshot_at(guard.ts()));
         }
-        Ok(Arc::new(guard))
+        Ok(Arc::new(DbSnapshot::new(guard, shards)))
     }
 
     /// The database's timestamp order.
@@ -256,12 +267,23 @@ impl Database {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         let key = key.as_ref();
         self.check_key(key)?;
-        Ok(self.shard_of(key).get(key))
+        self.shard_of(key).get(key)
     }
 
     /// True when `key` is present.
     pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         self.get(key).map(|v| v.is_some())
+    }
+
+    /// Walks every page of every shard's on-disk tree and checks it (header, checksum, the
+    /// checksum its parent's pointer carries, the body's format): the pages checked, or the
+    /// first damage found as `Error::Corruption { file, offset }`.
+    pub fn verify(&self) -> Result<u64> {
+        let mut pages = 0;
+        for shard in &self.shards {
+            pages += shard.verify()?;
+        }
+        Ok(pages)
     }
 
     /// The values of several keys, in the order given, all read at one snapshot (a

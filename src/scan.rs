@@ -12,7 +12,9 @@ use std::ops::Bound;
 
 use std::sync::Arc;
 
-use lightning_shards::{Direction, KeyBytes, Result, ShardHandle, ShardSnapshot, SnapshotGuard};
+use lightning_shards::{Direction, Error, KeyBytes, Result, ShardSnapshot};
+
+use crate::snapshot::DbSnapshot;
 
 /// First chunk size per shard stream; doubles on every refill.
 const CHUNK_MIN: usize = 32;
@@ -56,31 +58,38 @@ struct ShardStream {
 pub struct DbIterator {
     streams: Vec<ShardStream>,
     /// Keeps what the scan reads from garbage collection.
-    _snapshot: Arc<SnapshotGuard>,
+    _snapshot: Arc<DbSnapshot>,
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     /// Last key returned from the front / back: the two ends must not cross.
     front_last: Option<KeyBytes>,
     back_last: Option<KeyBytes>,
+    /// A read that failed, reported by the next call, after which the iterator ends.
+    failed: Option<Error>,
+    ended: bool,
 }
 
 impl DbIterator {
     pub(crate) fn new(
-        shards: &[ShardHandle],
-        snapshot: Arc<SnapshotGuard>,
+        snapshot: Arc<DbSnapshot>,
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
     ) -> Self {
-        let ts = snapshot.ts();
-        let streams = shards
+        let streams = snapshot
+            .shards()
             .iter()
-            .map(|s| ShardStream {
-                snapshot: s.snapshot_at(ts),
-                front: Side::new(),
-                back: Side::new(),
-            })
+            .map(|s| ShardStream { snapshot: s.clone(), front: Side::new(), back: Side::new() })
             .collect();
-        DbIterator { streams, _snapshot: snapshot, lower, upper, front_last: None, back_last: None }
+        DbIterator {
+            streams,
+            _snapshot: snapshot,
+            lower,
+            upper,
+            front_last: None,
+            back_last: None,
+            failed: None,
+            ended: false,
+        }
     }
 
     /// Entries fetched from the shards and not yet returned: never more than
@@ -103,7 +112,15 @@ impl DbIterator {
             (Cursor::After(k), Direction::Forward) => (Bound::Excluded(k.as_slice()), upper),
             (Cursor::After(k), Direction::Reverse) => (lower, Bound::Excluded(k.as_slice())),
         };
-        let chunk = s.snapshot.chunk(lo, hi, direction, side.chunk);
+        let chunk = match s.snapshot.chunk(lo, hi, direction, side.chunk) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                // A read of the shard's tree failed: the iterator reports it and ends.
+                side.cursor = Cursor::Done;
+                self.failed.get_or_insert(e);
+                return;
+            }
+        };
         side.chunk = (side.chunk * 2).min(CHUNK_MAX);
         side.cursor = match chunk.resume_after {
             Some(k) => Cursor::After(k),
@@ -183,13 +200,27 @@ impl Iterator for DbIterator {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.take(Direction::Forward).map(|(k, v)| Ok((k.as_slice().to_vec(), v)))
+        self.step(Direction::Forward)
     }
 }
 
 impl DoubleEndedIterator for DbIterator {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.take(Direction::Reverse).map(|(k, v)| Ok((k.as_slice().to_vec(), v)))
+        self.step(Direction::Reverse)
+    }
+}
+
+impl DbIterator {
+    fn step(&mut self, direction: Direction) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+        if self.ended {
+            return None;
+        }
+        let entry = self.take(direction);
+        if let Some(e) = self.failed.take() {
+            self.ended = true;
+            return Some(Err(e));
+        }
+        entry.map(|(k, v)| Ok((k.as_slice().to_vec(), v)))
     }
 }
 

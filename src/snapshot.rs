@@ -9,20 +9,49 @@
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-use lightning_shards::{Result, SnapshotGuard};
+use lightning_shards::{Result, ShardSnapshot, SnapshotGuard, Ts};
 
 use crate::db::Database;
 use crate::scan::{owned_bounds, prefix_bounds, DbIterator};
+
+/// A registered database snapshot, fenced on every shard, with every shard's layers pinned
+/// (what `Snapshot`, scans, `multi_get` and transactions read).
+pub(crate) struct DbSnapshot {
+    /// Keeps what the snapshot sees from garbage collection.
+    guard: SnapshotGuard,
+    shards: Vec<ShardSnapshot>,
+}
+
+impl DbSnapshot {
+    pub(crate) fn new(guard: SnapshotGuard, shards: Vec<ShardSnapshot>) -> Self {
+        DbSnapshot { guard, shards }
+    }
+
+    /// The snapshot's timestamp.
+    pub(crate) fn ts(&self) -> Ts {
+        self.guard.ts()
+    }
+
+    /// Shard `i` at the snapshot.
+    pub(crate) fn shard(&self, i: usize) -> &ShardSnapshot {
+        &self.shards[i]
+    }
+
+    /// Every shard at the snapshot.
+    pub(crate) fn shards(&self) -> &[ShardSnapshot] {
+        &self.shards
+    }
+}
 
 /// A consistent, unchanging view of every shard at one timestamp, from
 /// [`Database::snapshot`]. Reads are served on the caller's thread.
 pub struct Snapshot<'db> {
     db: &'db Database,
-    guard: Arc<SnapshotGuard>,
+    guard: Arc<DbSnapshot>,
 }
 
 impl<'db> Snapshot<'db> {
-    pub(crate) fn new(db: &'db Database, guard: Arc<SnapshotGuard>) -> Self {
+    pub(crate) fn new(db: &'db Database, guard: Arc<DbSnapshot>) -> Self {
         Snapshot { db, guard }
     }
 
@@ -35,7 +64,7 @@ impl<'db> Snapshot<'db> {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         let key = key.as_ref();
         self.db.check_key(key)?;
-        Ok(self.db.shard_of(key).get_at(key, self.guard.ts()))
+        self.guard.shard(self.db.shard_index(key)).get(key)
     }
 
     /// True when `key` is present in this snapshot.
@@ -69,7 +98,7 @@ impl<'db> Snapshot<'db> {
     }
 
     pub(crate) fn iter(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> DbIterator {
-        DbIterator::new(self.db.shard_handles(), self.guard.clone(), lower, upper)
+        DbIterator::new(self.guard.clone(), lower, upper)
     }
 }
 

@@ -22,7 +22,9 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use lightning_shards::{Error, KeyRange, OpRef, Result, SnapshotGuard};
+use lightning_shards::{Error, KeyRange, OpRef, Result};
+
+use crate::snapshot::DbSnapshot;
 
 use crate::db::Database;
 use crate::scan::{owned_bounds, DbIterator};
@@ -46,7 +48,7 @@ pub const TRANSACTION_ATTEMPTS: usize = 16;
 
 /// One open transaction's state.
 struct TxState {
-    snapshot: Arc<SnapshotGuard>,
+    snapshot: Arc<DbSnapshot>,
     isolation: Isolation,
     /// Buffered writes, by key (the last write of a key wins); `None` is a delete.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
@@ -260,7 +262,7 @@ impl Database {
         if tx.isolation == Isolation::Serializable {
             tx.reads.insert(key.to_vec());
         }
-        Ok(self.shard_of(key).get_at(key, tx.snapshot.ts()))
+        tx.snapshot.shard(self.shard_index(key)).get(key)
     }
 
     /// Entries with `start <= key < end` as transaction `tx_id` sees them (its own writes
@@ -287,7 +289,7 @@ impl Database {
             .range::<Vec<u8>, _>(range.clone())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let base = DbIterator::new(self.shard_handles(), tx.snapshot.clone(), range.0, range.1);
+        let base = DbIterator::new(tx.snapshot.clone(), range.0, range.1);
         Ok(TxIterator::new(base, own))
     }
 

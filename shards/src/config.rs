@@ -68,6 +68,13 @@ pub struct ShardConfig {
     pub stall_threshold_ms: u64,
     /// Size limits.
     pub limits: Limits,
+    /// When the memtable holds about this many bytes it is frozen and flushed into the tree
+    /// (0: never: everything stays in memory and the WAL is never truncated).
+    pub memtable_bytes: usize,
+    /// The tree's page size (the database's, from META).
+    pub page_size: usize,
+    /// Store tree leaves lz4-compressed where that saves at least 1/8.
+    pub compression: bool,
     /// The database's timestamp order, shared by all its shards (snapshots bound garbage
     /// collection through it).
     pub oracle: Arc<Oracle>,
@@ -76,7 +83,8 @@ pub struct ShardConfig {
 impl ShardConfig {
     /// A configuration for shard `shard_id` in `dir` with the engine's defaults (`Normal` mode,
     /// 64 MiB segments, 1024-deep ingress, 200 µs spin, 10 ms stall threshold, limits of
-    /// 1 KiB keys / 16 MiB values / 32 MiB batches). `lightning_db` sets every field itself.
+    /// 1 KiB keys / 16 MiB values / 32 MiB batches, 64 MiB memtables, 4 KiB
+    /// compressed pages). `lightning_db` sets every field itself.
     pub fn new(shard_id: usize, dir: PathBuf) -> Self {
         ShardConfig {
             shard_id,
@@ -97,6 +105,9 @@ impl ShardConfig {
                 max_value_bytes: 16 << 20,
                 max_batch_bytes: 32 << 20,
             },
+            memtable_bytes: 64 << 20,
+            page_size: 4096,
+            compression: true,
             oracle: Oracle::new(),
         }
     }

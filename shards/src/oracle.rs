@@ -26,12 +26,20 @@ pub struct Oracle {
     snapshots: Mutex<BTreeMap<Ts, usize>>,
     /// The id the next transaction gets.
     next_txid: AtomicU64,
+    /// Cross-shard commits being applied (commit timestamp → how many): placed on every
+    /// participant, but not yet known durable on all of them. A shard does not flush what such a
+    /// commit wrote until it is (`docs/ARCHITECTURE.md`, "Flush and checkpoints").
+    applying: Mutex<BTreeMap<Ts, usize>>,
 }
 
 impl Oracle {
     /// An oracle with no snapshots, handing out transaction ids from 1.
     pub fn new() -> Arc<Oracle> {
-        Arc::new(Oracle { snapshots: Mutex::new(BTreeMap::new()), next_txid: AtomicU64::new(1) })
+        Arc::new(Oracle {
+            snapshots: Mutex::new(BTreeMap::new()),
+            next_txid: AtomicU64::new(1),
+            applying: Mutex::new(BTreeMap::new()),
+        })
     }
 
     fn registry(&self) -> MutexGuard<'_, BTreeMap<Ts, usize>> {
@@ -76,9 +84,42 @@ impl Oracle {
         self.next_txid.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Records a cross-shard commit at `ts` as being applied until the guard drops (once the
+    /// caller saw every participant's COMMIT marker as durable as the mode promises).
+    pub fn begin_applying(self: &Arc<Self>, ts: Ts) -> InFlightCommit {
+        let mut applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        *applying.entry(ts).or_insert(0) += 1;
+        InFlightCommit { oracle: self.clone(), ts }
+    }
+
+    /// True while a cross-shard commit at or below `ts` is still being applied.
+    pub fn applying_at_or_below(&self, ts: Ts) -> bool {
+        let applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        applying.keys().next().is_some_and(|&oldest| oldest <= ts)
+    }
+
     /// Makes every id handed out from now on greater than `seen`.
     pub fn raise_txid(&self, seen: u64) {
         self.next_txid.fetch_max(seen.saturating_add(1), Ordering::Relaxed);
+    }
+}
+
+/// A cross-shard commit being applied ([`Oracle::begin_applying`]); dropping it ends that.
+#[derive(Debug)]
+pub struct InFlightCommit {
+    oracle: Arc<Oracle>,
+    ts: Ts,
+}
+
+impl Drop for InFlightCommit {
+    fn drop(&mut self) {
+        let mut applying = self.oracle.applying.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = applying.get_mut(&self.ts) {
+            *count -= 1;
+            if *count == 0 {
+                applying.remove(&self.ts);
+            }
+        }
     }
 }
 

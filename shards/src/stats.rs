@@ -190,6 +190,57 @@ impl RecoveryStats {
     }
 }
 
+/// What the shard's storage below the memtable did: freezes, flushes into the tree, WAL
+/// segments removed behind the checkpoints, and the tree's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlushStats {
+    /// Memtables frozen (they reached `memtable_bytes`).
+    pub freezes: u64,
+    /// Frozen memtables merged into the tree.
+    pub flushes: u64,
+    /// Keys (values and removals) the flushes merged.
+    pub keys_flushed: u64,
+    /// Time spent flushing (on the shard thread).
+    pub flush_time: Duration,
+    /// WAL segments removed because both superblocks' checkpoints passed them.
+    pub segments_removed: u64,
+    /// Writes that waited because the memtable was at twice its budget (a flush was behind).
+    pub write_stalls: u64,
+    /// Keys in the tree (gauge).
+    pub tree_keys: u64,
+    /// Pages in the tree file's used range (gauge).
+    pub tree_pages: u64,
+    /// Of them, free for reuse (gauge).
+    pub tree_free_pages: u64,
+}
+
+impl FlushStats {
+    fn add(&mut self, o: &FlushStats) {
+        self.freezes += o.freezes;
+        self.flushes += o.flushes;
+        self.keys_flushed += o.keys_flushed;
+        self.flush_time += o.flush_time;
+        self.segments_removed += o.segments_removed;
+        self.write_stalls += o.write_stalls;
+        self.tree_keys += o.tree_keys;
+        self.tree_pages += o.tree_pages;
+        self.tree_free_pages += o.tree_free_pages;
+    }
+
+    fn since(&self, e: &FlushStats) -> FlushStats {
+        FlushStats {
+            freezes: self.freezes.saturating_sub(e.freezes),
+            flushes: self.flushes.saturating_sub(e.flushes),
+            keys_flushed: self.keys_flushed.saturating_sub(e.keys_flushed),
+            flush_time: self.flush_time.saturating_sub(e.flush_time),
+            segments_removed: self.segments_removed.saturating_sub(e.segments_removed),
+            write_stalls: self.write_stalls.saturating_sub(e.write_stalls),
+            ..*self
+        }
+    }
+}
+
 /// One shard's statistics.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -235,6 +286,8 @@ pub struct ShardStats {
     pub memtable_versions: u64,
     /// What recovery did when the shard opened.
     pub recovery: RecoveryStats,
+    /// Freezes, flushes, WAL removal, tree size.
+    pub flush: FlushStats,
 }
 
 /// A histogram of `1..=high` at 3 significant digits.
@@ -276,6 +329,7 @@ impl ShardStats {
             memtable_bytes: 0,
             memtable_versions: 0,
             recovery: RecoveryStats::default(),
+            flush: FlushStats::default(),
         }
     }
 
@@ -382,6 +436,7 @@ impl ShardStats {
         self.memtable_bytes += other.memtable_bytes;
         self.memtable_versions += other.memtable_versions;
         self.recovery.add(&other.recovery);
+        self.flush.add(&other.flush);
     }
 }
 
@@ -416,6 +471,7 @@ impl ShardStats {
             memtable_bytes: self.memtable_bytes,
             memtable_versions: self.memtable_versions,
             recovery: self.recovery,
+            flush: self.flush.since(&earlier.flush),
         }
     }
 }

@@ -8,35 +8,167 @@
 //! after the WAL reached the write in its mode's sense (`shard::core`). Snapshots and the GC
 //! watermark are timestamps, never log positions.
 
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::memtable::{Lookup, Memtable};
+use crate::error::Result;
+use crate::memtable::{Chunk, Direction, KeyBytes, Lookup, Memtable, VersionChunk};
 use crate::oracle::Oracle;
+use crate::tree::Root;
 use crate::version::Ts;
+
+/// Where a shard's data is, newest first: the memtable writes go to, frozen memtables waiting
+/// for (or in) a flush, and the on-disk tree's published root. Replaced whole (an `ArcSwap`),
+/// so a reader that loaded one sees a consistent set, and holding it keeps every part alive
+/// (a snapshot pins the layers it was taken on).
+pub struct Layers {
+    /// The memtable writes go to.
+    pub active: Arc<Memtable>,
+    /// Frozen memtables, newest first.
+    pub frozen: Vec<Arc<Memtable>>,
+    /// The tree's published root (`None`: no tree, or an empty one).
+    pub tree: Option<Arc<Root>>,
+}
+
+/// A key's version at a snapshot, across the layers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Layered {
+    /// The newest version at or below the snapshot is this value.
+    Value(Vec<u8>),
+    /// None, or a tombstone.
+    Absent,
+    /// Like `Absent`, but some memtable had only versions above the snapshot (a caller at a
+    /// watermark that moved may need to look again: `ShardView::get`).
+    AbsentBelowNewer,
+}
+
+impl Layers {
+    /// Only `active`.
+    #[cfg(test)]
+    pub fn of(active: Arc<Memtable>) -> Layers {
+        Layers { active, frozen: Vec::new(), tree: None }
+    }
+
+    fn memtables(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        std::iter::once(&self.active).chain(self.frozen.iter())
+    }
+
+    /// The newest version of `key` at or below `ts`: the memtables newest first, then the tree
+    /// (everything in it is older than anything in a memtable).
+    pub fn get(&self, key: &[u8], ts: Ts) -> Result<Layered> {
+        let mut newer = false;
+        for m in self.memtables() {
+            match m.get(key, ts) {
+                Lookup::Found(v) => return Ok(Layered::Value(v)),
+                Lookup::Deleted => return Ok(Layered::Absent),
+                Lookup::Missing { newest_invisible } => newer |= newest_invisible.is_some(),
+            }
+        }
+        if let Some(tree) = &self.tree {
+            if let Some(v) = tree.get(key)? {
+                return Ok(Layered::Value(v));
+            }
+        }
+        Ok(if newer { Layered::AbsentBelowNewer } else { Layered::Absent })
+    }
+
+    /// The timestamp of `key`'s newest version, visible or not, for a transaction's conflict
+    /// check. A key not in a memtable may have been written up to the tree's checkpoint (the
+    /// tree keeps no per-key timestamp), so that is what it answers: a conservative conflict.
+    pub fn newest_ts(&self, key: &[u8]) -> Option<Ts> {
+        self.memtables().find_map(|m| m.newest_ts(key)).or_else(|| self.tree_ts())
+    }
+
+    /// True when some key within the bounds may have a version newer than `ts` (see
+    /// `newest_ts`: the tree counts as written at its checkpoint).
+    pub fn written_after(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>, ts: Ts) -> bool {
+        self.memtables().any(|m| m.written_after(lower, upper, ts))
+            || self.tree_ts().is_some_and(|t| t > ts)
+    }
+
+    fn tree_ts(&self) -> Option<Ts> {
+        self.tree.as_ref().map(|t| Ts::new(t.superblock().checkpoint_ts)).filter(|t| *t > Ts::ZERO)
+    }
+
+    /// Up to `limit` visible entries within the bounds at `ts`, in `direction` order, merged
+    /// across the layers (a newer layer's version, or tombstone, hides an older one's).
+    pub fn chunk(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        ts: Ts,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Chunk> {
+        if self.frozen.is_empty() && self.tree.is_none() {
+            return Ok(self.active.chunk(lower, upper, ts, direction, limit));
+        }
+        // Each layer's chunk, as (key, value or tombstone), and where it stopped.
+        let mut parts: Vec<VersionChunk> = self
+            .memtables()
+            .map(|m| m.chunk_versions(lower, upper, ts, direction, limit))
+            .collect();
+        if let Some(tree) = &self.tree {
+            let c = tree.chunk(lower, upper, direction, limit)?;
+            let entries =
+                c.entries.into_iter().map(|(k, v)| (KeyBytes::new(&k), Some(v))).collect();
+            parts.push(VersionChunk { entries, resume_after: c.resume_after });
+        }
+        // Keys past the nearest point where a layer stopped may be missing that layer's
+        // entries: the merged chunk ends there.
+        let ahead = |a: &[u8], b: &[u8]| match direction {
+            Direction::Forward => a > b,
+            Direction::Reverse => a < b,
+        };
+        let mut cut: Option<Vec<u8>> = None;
+        for part in &parts {
+            if let Some(r) = &part.resume_after {
+                if cut.as_ref().is_none_or(|c| ahead(c, r)) {
+                    cut = Some(r.clone());
+                }
+            }
+        }
+        let mut merged: std::collections::BTreeMap<Vec<u8>, (usize, Option<Vec<u8>>)> =
+            std::collections::BTreeMap::new();
+        for (layer, part) in parts.into_iter().enumerate() {
+            for (key, value) in part.entries {
+                let k = key.as_slice();
+                if cut.as_ref().is_some_and(|c| ahead(k, c)) {
+                    break;
+                }
+                merged.entry(k.to_vec()).or_insert((layer, value));
+            }
+        }
+        let mut out = Chunk::default();
+        let visible =
+            merged.into_iter().filter_map(|(k, (_, v))| v.map(|v| (KeyBytes::new(&k), v)));
+        match direction {
+            Direction::Forward => out.entries.extend(visible),
+            Direction::Reverse => out.entries.extend(visible.rev()),
+        }
+        out.resume_after = cut;
+        Ok(out)
+    }
+}
 
 /// The shard's published state.
 pub struct ShardView {
     shard_id: usize,
-    memtable: ArcSwap<Memtable>,
+    layers: ArcSwap<Layers>,
     visible_ts: AtomicU64,
     poisoned: AtomicBool,
     oracle: Arc<Oracle>,
 }
 
 impl ShardView {
-    /// A view over `memtable` with everything up to `visible_ts` visible.
-    pub fn new(
-        shard_id: usize,
-        memtable: Arc<Memtable>,
-        visible_ts: Ts,
-        oracle: Arc<Oracle>,
-    ) -> Self {
+    /// A view over `layers` with everything up to `visible_ts` visible.
+    pub fn new(shard_id: usize, layers: Layers, visible_ts: Ts, oracle: Arc<Oracle>) -> Self {
         ShardView {
             shard_id,
-            memtable: ArcSwap::new(memtable),
+            layers: ArcSwap::from_pointee(layers),
             visible_ts: AtomicU64::new(visible_ts.get()),
             poisoned: AtomicBool::new(false),
             oracle,
@@ -48,9 +180,25 @@ impl ShardView {
         self.shard_id
     }
 
-    /// The current memtable.
+    /// The memtable writes go to.
     pub fn memtable(&self) -> Arc<Memtable> {
-        self.memtable.load_full()
+        self.layers.load().active.clone()
+    }
+
+    /// The current layers.
+    pub fn layers(&self) -> Arc<Layers> {
+        self.layers.load_full()
+    }
+
+    /// Shard-side: replaces the layers (under the commit lock when the active memtable
+    /// changes, so no write lands in a memtable readers cannot find).
+    pub fn install(&self, layers: Layers) {
+        self.layers.store(Arc::new(layers));
+    }
+
+    /// The database's timestamp order.
+    pub fn oracle(&self) -> &Arc<Oracle> {
+        &self.oracle
     }
 
     /// The visible watermark: the highest timestamp whose promise is met.
@@ -75,26 +223,28 @@ impl ShardView {
         self.poisoned.store(true, Ordering::Release);
     }
 
-    /// The latest visible value of `key`: reads at `visible_ts`, and if the only versions
-    /// found were newer (still in flight), re-reads `visible_ts` once they may have become
+    /// The latest visible value of `key`: reads at `visible_ts`, and if a memtable held only
+    /// versions newer (still in flight), re-reads `visible_ts` once they may have become
     /// visible, so a concurrent garbage collection of older versions cannot hide the key.
-    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let memtable = self.memtable.load();
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        // The watermark before the layers: a write published at or below it was placed after
+        // any freeze before it, so the layers loaded next hold it.
         let mut snapshot = self.visible_ts();
+        let mut layers = self.layers.load();
         loop {
-            match memtable.get(key, snapshot) {
-                Lookup::Found(v) => return Some(v),
-                Lookup::Deleted => return None,
-                Lookup::Missing { newest_invisible: None } => return None,
-                Lookup::Missing { newest_invisible: Some(_) } => {
+            match layers.get(key, snapshot)? {
+                Layered::Value(v) => return Ok(Some(v)),
+                Layered::Absent => return Ok(None),
+                Layered::AbsentBelowNewer => {
                     // Versions newer than the snapshot exist. If the watermark moved, an older
                     // version may have been collected below a now-visible newer one: look
                     // again at the new watermark. Each retry needs it to advance.
                     let now = self.visible_ts();
                     if now == snapshot {
-                        return None;
+                        return Ok(None);
                     }
                     snapshot = now;
+                    layers = self.layers.load();
                 }
             }
         }
@@ -105,15 +255,6 @@ impl ShardView {
     pub fn gc_watermark(&self) -> Ts {
         self.oracle.gc_watermark(self.visible_ts())
     }
-
-    /// The version of `key` a snapshot at `ts` sees: `Some(None)` for a tombstone, `None` when
-    /// the key has no version at or below `ts`.
-    pub fn get_at(&self, key: &[u8], ts: Ts) -> Option<Vec<u8>> {
-        match self.memtable.load().get(key, ts) {
-            Lookup::Found(v) => Some(v),
-            Lookup::Deleted | Lookup::Missing { .. } => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -123,18 +264,18 @@ mod tests {
     #[test]
     fn invisible_writes_stay_hidden() {
         let (m, mut w, _) = Memtable::create();
-        let v = ShardView::new(0, m.clone(), Ts::new(1), Oracle::new());
+        let v = ShardView::new(0, Layers::of(m.clone()), Ts::new(1), Oracle::new());
         w.insert(b"k", Ts::new(1), Some(b"old"[..].into()));
         w.insert(b"k", Ts::new(2), Some(b"new"[..].into()));
-        assert_eq!(v.get(b"k"), Some(b"old".to_vec()));
+        assert_eq!(v.get(b"k").unwrap(), Some(b"old".to_vec()));
         v.publish(Ts::new(2));
-        assert_eq!(v.get(b"k"), Some(b"new".to_vec()));
+        assert_eq!(v.get(b"k").unwrap(), Some(b"new".to_vec()));
     }
 
     #[test]
     fn snapshots_hold_the_watermark() {
         let oracle = Oracle::new();
-        let v = ShardView::new(0, Memtable::create().0, Ts::new(5), oracle.clone());
+        let v = ShardView::new(0, Layers::of(Memtable::create().0), Ts::new(5), oracle.clone());
         let s = oracle.register(|| v.visible_ts());
         v.publish(Ts::new(9));
         assert_eq!(v.gc_watermark(), Ts::new(5));

@@ -71,7 +71,7 @@ fn racing_callers_lose_nothing_across_rollovers() {
                             i += 1;
                         }
                         // Read your own write, on the caller's thread.
-                        assert_eq!(shard.get(&key(t, i - 1)), Some(value(t, i - 1)));
+                        assert_eq!(shard.get(&key(t, i - 1)).unwrap(), Some(value(t, i - 1)));
                     }
                     i
                 })
@@ -86,7 +86,11 @@ fn racing_callers_lose_nothing_across_rollovers() {
         for (t, &n) in written.iter().enumerate() {
             for i in 0..n {
                 let t = t as u32;
-                assert_eq!(reopened.get(&key(t, i)), Some(value(t, i)), "{mode:?} t{t} {i}");
+                assert_eq!(
+                    reopened.get(&key(t, i)).unwrap(),
+                    Some(value(t, i)),
+                    "{mode:?} t{t} {i}"
+                );
             }
         }
         let segments = std::fs::read_dir(dir.path().join("shard-000")).unwrap().count();

@@ -27,6 +27,9 @@ fn shard_in(dir: &std::path::Path, mode: WalSyncMode) -> ShardHandle {
         spin_before_park_us: 20_000,
         stall_threshold_ms: 10,
         limits: Limits { max_key_bytes: 64, max_value_bytes: 1024, max_batch_bytes: 1 << 16 },
+        memtable_bytes: 0,
+        page_size: 4096,
+        compression: false,
         oracle: lightning_shards::Oracle::new(),
     })
     .and_then(|s| s.ready())
@@ -49,7 +52,7 @@ fn a_busy_shard_costs_no_system_call_per_request() {
     // The shard polls for 20 ms after each request, so it never parks during the burst.
     let rung = s.doorbell_rings() - before;
     assert!(rung <= 2, "{rung} doorbell rings for 1999 back-to-back requests");
-    assert_eq!(s.get(&1999u32.to_be_bytes()), Some(vec![1u8; 16]));
+    assert_eq!(s.get(&1999u32.to_be_bytes()).unwrap(), Some(vec![1u8; 16]));
     s.shutdown().unwrap();
 }
 
@@ -75,6 +78,6 @@ fn a_put_in_normal_mode_never_wakes_the_shard() {
         put(&s, i);
     }
     assert_eq!(s.doorbell_rings() - before, 0, "the caller applied its own puts");
-    assert_eq!(s.get(&999u32.to_be_bytes()), Some(vec![1u8; 16]));
+    assert_eq!(s.get(&999u32.to_be_bytes()).unwrap(), Some(vec![1u8; 16]));
     s.shutdown().unwrap();
 }

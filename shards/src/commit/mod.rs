@@ -35,8 +35,8 @@ mod txn;
 
 pub use txn::{commit_prepared, Applying, KeyLocks, KeyRange, TxPart, TxStep, HELD};
 
-use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -162,6 +162,14 @@ pub enum LogHalf {
 }
 
 impl LogHalf {
+    /// The LSN the next record gets.
+    pub fn next_lsn(&self) -> Lsn {
+        match self {
+            LogHalf::Mapped(log) => log.next_lsn(),
+            LogHalf::Direct(log) => log.next_lsn(),
+        }
+    }
+
     fn append(&mut self, ts: Ts, ops: Body<'_>) -> Option<Lsn> {
         match self {
             LogHalf::Mapped(log) => log.append(ts, ops),
@@ -204,6 +212,11 @@ pub struct CommitState {
     closed: bool,
     /// Keys and ranges held by cross-shard commits in progress.
     locks: KeyLocks,
+    /// The memtable's budget (`ShardConfig::memtable_bytes`; 0: none).
+    budget: usize,
+    /// The PREPAREs placed here whose outcome is not placed yet: transaction id → LSN. A
+    /// checkpoint never passes the oldest (`freeze`).
+    open_prepares: BTreeMap<u64, Lsn>,
     /// The writes applied under the lock: counts, errors and latencies (from the call to the
     /// acknowledgement, the wait for the lock included).
     pub stats: ShardStats,
@@ -387,6 +400,19 @@ impl CommitState {
 
     /// Shard-side: moves the keys queued for garbage collection into `into`, keeping it
     /// under `GC_QUEUE_MAX`.
+    /// Freezes the memtable writes went to: `writer` (a new memtable's) takes the writes from
+    /// now on. Returns the frozen writer, the checkpoint (the first LSN whose record may not
+    /// be in the frozen memtable: the next LSN, or an open PREPARE's, whose writes are applied
+    /// only at its outcome) and the newest timestamp placed. Queued collections of the frozen
+    /// memtable are dropped: it is never written again.
+    pub fn freeze(&mut self, writer: MemtableWriter) -> (MemtableWriter, Lsn, Ts) {
+        let frozen = std::mem::replace(&mut self.memtable, writer);
+        self.gc.clear();
+        let next = self.log.next_lsn();
+        let checkpoint = self.open_prepares.values().min().map_or(next, |&p| p.min(next));
+        (frozen, checkpoint, self.last_placed)
+    }
+
     pub fn take_gc(&mut self, into: &mut VecDeque<(EntryRef, Ts)>) {
         let room = GC_QUEUE_MAX.saturating_sub(into.len());
         into.extend(self.gc.drain(..).take(room));
@@ -433,7 +459,17 @@ pub struct Commit {
     closed: AtomicBool,
     /// Keys queued for garbage collection (so the shard looks without taking the lock).
     gc_pending: AtomicUsize,
+    /// How full the memtable is against its budget, as of the last holder: 0 below, 1 at or
+    /// over it (the shard should freeze it), 2 at twice it (writers wait for the flush).
+    fullness: AtomicUsize,
+    /// Writes that waited for a flush (memtables at twice their budget).
+    write_stalls: AtomicU64,
 }
+
+/// `Commit::fullness`: at or over the budget.
+const FULL: usize = 1;
+/// `Commit::fullness`: at twice the budget: writers wait.
+const OVERFULL: usize = 2;
 
 impl Commit {
     /// The commit lock over `log`, continuing at timestamp `next_ts`.
@@ -449,6 +485,8 @@ impl Commit {
             gc: Vec::new(),
             closed: false,
             locks: KeyLocks::default(),
+            open_prepares: BTreeMap::new(),
+            budget: 0,
             stats: ShardStats::new(view.shard_id()),
             #[cfg(any(test, feature = "simulation"))]
             placed: Vec::new(),
@@ -461,6 +499,8 @@ impl Commit {
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             gc_pending: AtomicUsize::new(0),
+            fullness: AtomicUsize::new(0),
+            write_stalls: AtomicU64::new(0),
         }
     }
 
@@ -628,6 +668,7 @@ impl Commit {
         for _ in 0..HOLD_ROUNDS {
             self.combine(&mut guard, |ops, done| full.push((ops, done)));
             self.gc_pending.store(guard.gc.len(), Ordering::Relaxed);
+            self.note_fullness(&guard);
             drop(guard);
             for (ops, done) in full.drain(..) {
                 forward(ops.into_request(done)); // a refused send answers `Closed`
@@ -678,6 +719,48 @@ impl Commit {
     /// True once the shard closed or stopped: nothing more is placed or acknowledged.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Sets the memtable's budget (0: none).
+    pub fn set_memtable_budget(&self, bytes: usize) {
+        let mut state = self.lock();
+        state.budget = bytes;
+        self.note_fullness(&state);
+    }
+
+    /// Records how full the memtable is (see `fullness`), under the lock.
+    pub fn note_fullness(&self, state: &CommitState) {
+        let bytes = state.memtable.approx_bytes();
+        let fullness = match state.budget {
+            0 => 0,
+            b if bytes >= 2 * b => OVERFULL,
+            b if bytes >= b => FULL,
+            _ => 0,
+        };
+        self.fullness.store(fullness, Ordering::Relaxed);
+    }
+
+    /// True when the memtable reached its budget as of the last holder: the shard should
+    /// freeze it (callers nudge the shard).
+    #[inline]
+    pub fn memtable_full(&self) -> bool {
+        self.fullness.load(Ordering::Relaxed) >= FULL
+    }
+
+    /// True when the memtable reached twice its budget: a flush is behind, writers wait.
+    #[inline]
+    pub fn memtable_overfull(&self) -> bool {
+        self.fullness.load(Ordering::Relaxed) >= OVERFULL
+    }
+
+    /// Counts a write that waited for a flush.
+    pub fn count_write_stall(&self) {
+        self.write_stalls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes that waited for a flush so far.
+    pub fn write_stalls(&self) -> u64 {
+        self.write_stalls.load(Ordering::Relaxed)
     }
 
     /// Keys queued for garbage collection, as of the last holder.

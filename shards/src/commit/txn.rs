@@ -19,6 +19,7 @@ use std::time::Instant;
 use super::{Commit, CommitState, LogHalf, Placed, Waiter, GC_QUEUE_MAX};
 use crate::error::{Error, Result};
 use crate::ingress::Responder;
+use crate::oracle::InFlightCommit;
 use crate::stats::OpKind;
 use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
@@ -170,9 +171,9 @@ impl CommitState {
         if view.is_poisoned() {
             return Err(Error::Poisoned { shard: view.shard_id() });
         }
-        let memtable = view.memtable();
-        let newer =
-            |key: &[u8], snapshot: Ts| memtable.newest_ts(key).is_some_and(|t| t > snapshot);
+        // Under the commit lock: the layers cannot gain a memtable meanwhile.
+        let layers = view.layers();
+        let newer = |key: &[u8], snapshot: Ts| layers.newest_ts(key).is_some_and(|t| t > snapshot);
         for op in part.writes {
             if self.locks.blocks_write(op.key(), Some(part.txid)) {
                 return Err(locked());
@@ -195,7 +196,7 @@ impl CommitState {
         for range in part.ranges {
             let (lower, upper) = as_bounds(range);
             if self.locks.blocks_range(range, part.txid)
-                || memtable.written_after(lower, upper, snapshot)
+                || layers.written_after(lower, upper, snapshot)
             {
                 return Err(Error::Conflict {
                     reason: "a range it scanned was written by another commit after its \
@@ -293,7 +294,10 @@ impl Commit {
         }
         state.locks.lock(part);
         match body.and_then(|body| state.place_control(body).map(|lsn| (lsn, state.last_ts()))) {
-            Some((lsn, ts)) => state.settle_step(lsn, ts, done),
+            Some((lsn, ts)) => {
+                state.open_prepares.insert(part.txid, lsn);
+                state.settle_step(lsn, ts, done)
+            }
             None => done.complete(Ok(())),
         }
         Ok(TxStep::Placed)
@@ -324,6 +328,7 @@ impl Commit {
     pub fn abort_prepared(&self, txid: u64, logged: bool) {
         let mut state = self.lock();
         state.locks.release(txid);
+        state.open_prepares.remove(&txid);
         if logged && !state.closed && !self.view.is_poisoned() {
             let _ = state.place_control(Body::Outcome { txid, commit: false });
         }
@@ -339,7 +344,9 @@ impl Commit {
     /// Lets go of the locks `txid` holds here without logging anything (a participant that
     /// only read, once the commit is decided either way).
     pub fn release(&self, txid: u64) {
-        self.lock().locks.release(txid);
+        let mut state = self.lock();
+        state.locks.release(txid);
+        state.open_prepares.remove(&txid);
     }
 }
 
@@ -359,7 +366,9 @@ pub struct Applying<'a> {
 /// commit on every participant or on none.
 ///
 /// Returns the indexes of participants without room for their marker (nothing was applied
-/// anywhere; make room and call again), or an empty list when applied. Each participant's
+/// anywhere; make room and call again), or the commit's registration as being applied, which
+/// the caller holds until every participant answered (see [`Oracle::begin_applying`]). Each
+/// participant's
 /// responder (from `done`) is answered: at once (`Normal`/`Async`), once its marker is durable
 /// (`Sync`: the caller nudges them), or with its error when it is closed or poisoned (then it
 /// is skipped: the decision is durable, so it applies its part at the next open).
@@ -367,7 +376,7 @@ pub fn commit_prepared(
     parts: &[Applying<'_>],
     txid: u64,
     mut done: impl FnMut(usize) -> Responder,
-) -> Result<Vec<usize>> {
+) -> Result<Result<Option<InFlightCommit>, Vec<usize>>> {
     let mut states: Vec<_> = parts.iter().map(|p| p.commit.lock()).collect();
     let marker = Body::Outcome { txid, commit: true };
     let full: Vec<usize> = states
@@ -379,9 +388,11 @@ pub fn commit_prepared(
         .map(|(i, _)| i)
         .collect();
     if !full.is_empty() {
-        return Ok(full);
+        return Ok(Err(full));
     }
     let ts = states.iter().map(|s| s.next_ts).max().unwrap_or(Ts::FIRST);
+    // Registered before any lock is let go, so a flush that looks finds it.
+    let in_flight = parts.first().map(|p| p.commit.view.oracle().begin_applying(ts));
     for (i, (part, state)) in parts.iter().zip(states.iter_mut()).enumerate() {
         let view = &part.commit.view;
         let refused = if state.closed {
@@ -403,11 +414,12 @@ pub fn commit_prepared(
         state.last_placed = ts;
         state.insert_at(part.writes, ts);
         state.locks.release(txid);
+        state.open_prepares.remove(&txid);
         if let LogHalf::Mapped(_) = state.log {
             view.publish(ts);
         }
         state.settle_step(lsn, ts, done(i));
         part.commit.note_gc(state);
     }
-    Ok(Vec::new())
+    Ok(Ok(in_flight))
 }

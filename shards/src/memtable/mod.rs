@@ -274,12 +274,52 @@ impl Memtable {
         direction: Direction,
         limit: usize,
     ) -> Chunk {
-        let mut scan = ChunkBuilder { out: Chunk::default(), limit: limit.max(1), last: None };
+        let (entries, resume_after) =
+            self.walk(lower, upper, snapshot, direction, limit, |key, value| {
+                value.map(|v| (key.clone(), v.to_vec()))
+            });
+        Chunk { entries, resume_after }
+    }
+
+    /// As [`chunk`](Self::chunk), but a key whose visible version is a tombstone is returned
+    /// too, with `None` (and counts toward `limit`): what a merge with older layers needs.
+    pub fn chunk_versions(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        snapshot: Ts,
+        direction: Direction,
+        limit: usize,
+    ) -> VersionChunk {
+        let (entries, resume_after) =
+            self.walk(lower, upper, snapshot, direction, limit, |key, value| {
+                Some((key.clone(), value.map(<[u8]>::to_vec)))
+            });
+        VersionChunk { entries, resume_after }
+    }
+
+    /// Walks the keys within the bounds in `direction` order and keeps what `make` makes of
+    /// each key's visible version (`None`: a tombstone), up to `limit` kept.
+    fn walk<E>(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        snapshot: Ts,
+        direction: Direction,
+        limit: usize,
+        make: impl Fn(&KeyBytes, Option<&[u8]>) -> Option<E>,
+    ) -> (Vec<E>, Option<Vec<u8>>) {
+        let mut scan = ChunkBuilder {
+            out: Vec::new(),
+            resume_after: None,
+            limit: limit.max(1),
+            last: None,
+            make,
+        };
         let guard = &pin();
         match direction {
             Direction::Forward => {
                 self.forward(lower, upper, |entry| scan.offer(entry, snapshot, guard));
-                scan.out
             }
             Direction::Reverse => {
                 let mut leaf = Leaf::new();
@@ -289,7 +329,7 @@ impl Memtable {
                     Bound::Unbounded => Seek::Last,
                 };
                 self.index.seek(seek, &mut leaf);
-                loop {
+                'leaves: loop {
                     for entry in leaf.entries[..leaf.pos].iter().rev() {
                         // A key inserted since the first seek may sit above the bound in a
                         // later leaf's copy (it is invisible at the snapshot anyway).
@@ -297,41 +337,53 @@ impl Memtable {
                             continue;
                         }
                         if !above_lower(entry.key(), lower) || !scan.offer(entry, snapshot, guard) {
-                            return scan.out;
+                            break 'leaves;
                         }
                     }
                     // Every leaf but the leftmost starts with a key below which the previous
                     // leaf's keys lie; the leftmost has nothing before it.
-                    let Some(&first) = leaf.entries.first() else { return scan.out };
+                    let Some(&first) = leaf.entries.first() else { break };
                     self.index.seek(Seek::Lt(first.key()), &mut leaf);
                     if leaf.pos == 0 {
-                        return scan.out;
+                        break;
                     }
                 }
             }
         }
+        (scan.out, scan.resume_after)
     }
 }
 
+/// One chunk of a walk that keeps tombstones ([`Memtable::chunk_versions`]).
+#[derive(Debug, Default)]
+pub struct VersionChunk {
+    /// Visible `(key, value)` pairs in walk order; `None` is a tombstone.
+    pub entries: Vec<(KeyBytes, Option<Vec<u8>>)>,
+    /// The last key examined; `None`: range exhausted.
+    pub resume_after: Option<Vec<u8>>,
+}
+
 /// A chunk being filled.
-struct ChunkBuilder<'t> {
-    out: Chunk,
+struct ChunkBuilder<'t, E, F> {
+    out: Vec<E>,
+    resume_after: Option<Vec<u8>>,
     limit: usize,
     /// The last key examined.
     last: Option<&'t KeyEntry>,
+    make: F,
 }
 
-impl<'t> ChunkBuilder<'t> {
-    /// Examines `entry`: adds its visible value, if any. False when the chunk is full (then
-    /// `resume_after` is the key examined before it).
+impl<'t, E, F: Fn(&KeyBytes, Option<&[u8]>) -> Option<E>> ChunkBuilder<'t, E, F> {
+    /// Examines `entry`: keeps what `make` makes of its visible version, if any. False when
+    /// the chunk is full (then `resume_after` is the key examined before it).
     fn offer(&mut self, entry: &'t KeyEntry, snapshot: Ts, guard: &crossbeam_epoch::Guard) -> bool {
         if let Visible::At(v) = entry.versions.visible(snapshot, guard) {
-            if let Some(value) = v.value() {
-                if self.out.entries.len() == self.limit {
-                    self.out.resume_after = self.last.map(|e| e.key().to_vec());
+            if let Some(made) = (self.make)(&entry.key, v.value()) {
+                if self.out.len() == self.limit {
+                    self.resume_after = self.last.map(|e| e.key().to_vec());
                     return false;
                 }
-                self.out.entries.push((entry.key.clone(), value.to_vec()));
+                self.out.push(made);
             }
         }
         self.last = Some(entry);
@@ -346,6 +398,11 @@ pub struct MemtableWriter {
 }
 
 impl MemtableWriter {
+    /// Approximate bytes its memtable holds.
+    pub fn approx_bytes(&self) -> usize {
+        self.table.approx_bytes()
+    }
+
     /// Inserts a version (`value` `None`: a tombstone), copying the key and the value. Returns
     /// the key's handle when the key has older versions, so the caller can queue it for garbage
     /// collection. Versions of a key arrive in increasing timestamp order (equal when a batch

@@ -23,13 +23,17 @@ use crate::config::{ShardConfig, WalSyncMode};
 use crate::error::{Error, Result};
 use crate::ingress::{Inbox, Request, Responder};
 use crate::io::{IoDone, Storage};
-use crate::memtable::{EntryRef, GarbageCollector, Memtable};
+use crate::memtable::{Direction, EntryRef, GarbageCollector, Memtable};
 use crate::runtime::event_loop::{Reactor, Turn};
 use crate::stats::{OpKind, ShardStats, Stall};
+use crate::tree::TreeWriter;
 use crate::version::{Lsn, Ts};
+use crate::view::Layers;
 use crate::view::ShardView;
+use crate::wal::reader;
 use crate::wal::reader::RecoveryReport;
 use crate::wal::{DirectWal, MappedWal, Urgency, WalError, WalProgress};
+use std::ops::Bound;
 
 /// Keys collected per turn, at most.
 const GC_PER_TURN: usize = 256;
@@ -84,6 +88,23 @@ pub struct Shard<S: Storage> {
     /// `Normal`/`Async`: when the log next needs the shard (a sync, a claim, a look), as of
     /// the last time the shard held the commit lock; `None` until then.
     due: Option<Instant>,
+    /// The on-disk tree below the memtables.
+    tree: TreeWriter<S>,
+    /// The memtable frozen for the next flush, if any.
+    frozen: Option<Frozen>,
+    /// The checkpoint of the generation before the tree's newest: WAL segments are removed
+    /// only below it, so falling back to that superblock (the newest found damaged) loses
+    /// nothing.
+    older_checkpoint: Lsn,
+}
+
+/// A memtable frozen for a flush.
+struct Frozen {
+    table: Arc<Memtable>,
+    /// The first LSN whose record may not be in it (`CommitState::freeze`).
+    checkpoint: Lsn,
+    /// The newest timestamp in it.
+    max_ts: Ts,
 }
 
 impl<S: Storage> Shard<S> {
@@ -91,14 +112,17 @@ impl<S: Storage> Shard<S> {
     pub fn new(
         config: ShardConfig,
         view: Arc<ShardView>,
-        memtable: Arc<Memtable>,
-        collector: GarbageCollector,
+        (memtable, collector, tree): (Arc<Memtable>, GarbageCollector, TreeWriter<S>),
         log: ShardLog<S>,
         recovery: &RecoveryReport,
     ) -> Self {
         let mut stats = ShardStats::new(config.shard_id);
         stats.set_recovery(recovery);
+        let older_checkpoint = Lsn::new(tree.root().superblock().checkpoint_lsn);
         Shard {
+            tree,
+            frozen: None,
+            older_checkpoint,
             stats,
             stall_threshold: Duration::from_millis(config.stall_threshold_ms),
             config,
@@ -412,6 +436,99 @@ impl<S: Storage> Shard<S> {
         true
     }
 
+    /// Freezes the memtable once it reaches its budget, and flushes a frozen one into the tree
+    /// once everything in it is visible and no cross-shard commit it holds is still being
+    /// applied (`docs/ARCHITECTURE.md`, "Flush and checkpoints"). One flush at a time.
+    fn maintain_storage(&mut self, io: &mut S) -> bool {
+        if self.poisoned.is_some() || self.shutdown.is_some() {
+            return false;
+        }
+        match &self.frozen {
+            None => {
+                let budget = self.config.memtable_bytes;
+                if budget == 0 || self.memtable.approx_bytes() < budget {
+                    return false;
+                }
+                self.freeze();
+                true
+            }
+            Some(f) => {
+                if self.view.visible_ts() < f.max_ts
+                    || self.view.oracle().applying_at_or_below(f.max_ts)
+                {
+                    return false;
+                }
+                self.flush(io);
+                true
+            }
+        }
+    }
+
+    /// Swaps in a new memtable under the commit lock (readers find both from the same
+    /// install) and keeps the old one for the flush.
+    fn freeze(&mut self) {
+        let (table, writer, collector) = Memtable::create();
+        let commit = self.log.commit().clone();
+        let mut state = commit.lock();
+        let layers = self.view.layers();
+        let mut frozen = vec![self.memtable.clone()];
+        frozen.extend(layers.frozen.iter().cloned());
+        self.view.install(Layers { active: table.clone(), frozen, tree: layers.tree.clone() });
+        let (_frozen_writer, checkpoint, max_ts) = state.freeze(writer);
+        commit.note_gc(&state);
+        commit.note_fullness(&state);
+        drop(state);
+        self.gc_queue.clear();
+        let old = std::mem::replace(&mut self.memtable, table);
+        self.collector = collector;
+        self.stats.flush.freezes += 1;
+        self.frozen = Some(Frozen { table: old, checkpoint, max_ts });
+    }
+
+    /// Merges the frozen memtable's newest versions into the tree, publishes the new root,
+    /// drops the memtable and removes the WAL segments both superblocks have passed.
+    fn flush(&mut self, io: &mut S) {
+        let Some(f) = self.frozen.take() else { return };
+        let started = io.now();
+        let mut updates = Vec::new();
+        let mut resume: Option<Vec<u8>> = None;
+        loop {
+            let lower = resume.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let c =
+                f.table.chunk_versions(lower, Bound::Unbounded, f.max_ts, Direction::Forward, 4096);
+            updates.extend(c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v)));
+            match c.resume_after {
+                Some(r) => resume = Some(r),
+                None => break,
+            }
+        }
+        let merged = self.tree.merge(io, &updates, f.checkpoint.get(), f.max_ts.get());
+        let root = match merged {
+            Ok(root) => root,
+            Err(e) => {
+                // The frozen memtable stays readable; the shard stops taking writes.
+                let now = io.now();
+                self.frozen = Some(f);
+                return self.poison(e, now);
+            }
+        };
+        let layers = self.view.layers();
+        let frozen = layers.frozen.iter().filter(|m| !Arc::ptr_eq(m, &f.table)).cloned().collect();
+        self.view.install(Layers { active: layers.active.clone(), frozen, tree: Some(root) });
+        drop(layers);
+        let keep_from = self.older_checkpoint.min(f.checkpoint);
+        self.older_checkpoint = f.checkpoint;
+        match reader::remove_below(io, &self.config.dir, self.config.shard_id as u32, keep_from) {
+            Ok(n) => self.stats.flush.segments_removed += n as u64,
+            Err(e) => {
+                log::warn!("shard {}: could not remove old WAL segments: {e}", self.config.shard_id)
+            }
+        }
+        self.stats.flush.flushes += 1;
+        self.stats.flush.keys_flushed += updates.len() as u64;
+        self.stats.flush.flush_time += io.now().saturating_duration_since(started);
+    }
+
     fn snapshot_stats(&self) -> ShardStats {
         let mut s = self.stats.clone();
         let state = self.log.commit().lock();
@@ -422,6 +539,11 @@ impl<S: Storage> Shard<S> {
         }
         s.add_ops(&state.stats);
         drop(state);
+        s.flush.write_stalls = self.log.commit().write_stalls();
+        let tree = self.tree.root();
+        s.flush.tree_keys = tree.superblock().entries;
+        s.flush.tree_pages = self.tree.end_page();
+        s.flush.tree_free_pages = self.tree.free_pages() as u64;
         s.memtable_bytes = self.memtable.approx_bytes() as u64;
         s.memtable_versions = self.memtable.version_count() as u64;
         s
@@ -557,6 +679,7 @@ impl<S: Storage> Reactor<S> for Shard<S> {
         self.settle(after_ingress);
         self.submit_io(io, after_ingress, worked);
         worked |= self.collect_garbage();
+        worked |= self.maintain_storage(io);
         if worked {
             let end = io.now();
             let phases = [

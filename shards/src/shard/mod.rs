@@ -32,8 +32,10 @@ use crate::io::Storage;
 use crate::memtable::{Chunk, Direction, Memtable};
 use crate::runtime::event_loop::{self, LoopConfig};
 use crate::stats::ShardStats;
+use crate::tree::{TreeOptions, TreeWriter};
 use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
+use crate::view::{Layered, Layers};
 use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
 use crate::wal::record::{OpRef, Ops};
@@ -118,10 +120,12 @@ impl Ticket {
     }
 }
 
-/// One shard read at a database snapshot's timestamp, in ordered chunks (the database's
-/// snapshot guard keeps what it sees from garbage collection).
+/// One shard read at a database snapshot's timestamp: the layers it was taken on (pinned, so a
+/// flush afterwards changes nothing it reads) at that timestamp (the database's snapshot guard
+/// keeps what it sees from garbage collection).
+#[derive(Clone)]
 pub struct ShardSnapshot {
-    memtable: Arc<Memtable>,
+    layers: Arc<Layers>,
     ts: Ts,
 }
 
@@ -134,8 +138,21 @@ impl ShardSnapshot {
         upper: Bound<&[u8]>,
         direction: Direction,
         limit: usize,
-    ) -> Chunk {
-        self.memtable.chunk(lower, upper, self.ts, direction, limit)
+    ) -> Result<Chunk> {
+        self.layers.chunk(lower, upper, self.ts, direction, limit)
+    }
+
+    /// The value of `key` at this snapshot.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.layers.get(key, self.ts)? {
+            Layered::Value(v) => Ok(Some(v)),
+            Layered::Absent | Layered::AbsentBelowNewer => Ok(None),
+        }
+    }
+
+    /// The snapshot's timestamp.
+    pub fn ts(&self) -> Ts {
+        self.ts
     }
 }
 
@@ -181,18 +198,25 @@ impl ShardHandle {
     }
 
     /// The latest visible value of `key`, read on the caller's thread (no message).
-    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.view.get(key)
     }
 
-    /// This shard read at `ts`, for a scan (the caller holds a registered snapshot at `ts`).
-    pub fn snapshot_at(&self, ts: Ts) -> ShardSnapshot {
-        ShardSnapshot { memtable: self.view.memtable(), ts }
+    /// Walks every page the shard's tree reaches and checks it (`db.verify()`): the pages
+    /// reached, or the first `Error::Corruption`.
+    pub fn verify(&self) -> Result<u64> {
+        match &self.view.layers().tree {
+            Some(tree) => {
+                tree.verify().map(|reached| reached.iter().map(|e| u64::from(e.pages)).sum())
+            }
+            None => Ok(0),
+        }
     }
 
-    /// The value of `key` at snapshot `ts` (the caller holds a registered snapshot at `ts`).
-    pub fn get_at(&self, key: &[u8], ts: Ts) -> Option<Vec<u8>> {
-        self.view.get_at(key, ts)
+    /// This shard read at `ts` from now on (the caller holds a registered snapshot at `ts`,
+    /// and has fenced this shard at it): its current layers, pinned.
+    pub fn snapshot_at(&self, ts: Ts) -> ShardSnapshot {
+        ShardSnapshot { layers: self.view.layers(), ts }
     }
 
     /// The visible watermark: every write acknowledged on this shard is at or below it.
@@ -260,12 +284,14 @@ impl ShardHandle {
 
     fn write_once(&self, op: OpRef<'_>) -> Result<()> {
         self.refuse_if_poisoned()?;
+        self.wait_for_room()?;
         if self.mode == WalSyncMode::Sync {
             let mut ticket = Ticket::new(1);
             self.stage(Ops::One(op), ticket.responder(self, true));
             return ticket.wait();
         }
         if let Written::Done(result) = self.commit.write(Ops::One(op), &|req| self.forward(req)) {
+            self.nudge_if_full();
             return result;
         }
         let mut ticket = Ticket::new(1);
@@ -282,13 +308,46 @@ impl ShardHandle {
         if self.view.is_poisoned() {
             return done.complete(Err(Error::Poisoned { shard: self.id() }));
         }
+        if let Err(e) = self.wait_for_room() {
+            return done.complete(Err(e));
+        }
         if self.mode == WalSyncMode::Sync {
             return self.stage(Ops::Refs(ops), done);
         }
         if let Written::Done(result) = self.commit.write(Ops::Refs(ops), &|req| self.forward(req)) {
+            self.nudge_if_full();
             return done.complete(result);
         }
         let _ = self.send(OwnedOps::copy(Ops::Refs(ops)).into_request(done));
+    }
+
+    /// The memtable reached its budget: the shard freezes it at its next turn, which callers
+    /// writing without it (`Normal`/`Async`) must not wait for until its timer.
+    #[inline]
+    fn nudge_if_full(&self) {
+        if self.commit.memtable_full() {
+            self.sender.nudge();
+        }
+    }
+
+    /// Waits while the memtable is at twice its budget (a flush is behind): memory stays
+    /// bounded, and each wait is counted (`FlushStats::write_stalls`).
+    #[inline]
+    fn wait_for_room(&self) -> Result<()> {
+        if !self.commit.memtable_overfull() {
+            return Ok(());
+        }
+        self.commit.count_write_stall();
+        let mut rounds = 0u32;
+        while self.commit.memtable_overfull() {
+            self.refuse_if_poisoned()?;
+            if self.commit.is_closed() {
+                return Err(Error::Closed);
+            }
+            self.sender.nudge();
+            pause(&mut rounds);
+        }
+        Ok(())
     }
 
     /// `Sync`: stages `ops` in the open group under the commit lock (or sends them when they
@@ -524,17 +583,20 @@ pub(crate) fn open<S: Storage + 'static>(
     if config.wal_sync_mode == WalSyncMode::Sync && config.direct_io {
         io.probe_direct_io(&config.dir)?;
     }
+    // The tree first: its newest valid superblock says where replay starts.
+    let tree_options = TreeOptions { page_size: config.page_size, compress: config.compression };
+    let (tree, opened) = TreeWriter::open(io, &config.dir, config.shard_id as u32, tree_options)?;
+    let checkpoint = Lsn::new(opened.superblock.checkpoint_lsn).max(Lsn::FIRST);
     let (memtable, mut writer, collector) = Memtable::create();
     let mut in_doubt = InDoubt::default();
-    let replayed = reader::replay(io, &config.dir, config.shard_id as u32, Lsn::FIRST, |rec| {
-        in_doubt.replay(&mut writer, rec)
-    })?;
-    let view = Arc::new(ShardView::new(
-        config.shard_id,
-        memtable.clone(),
-        replayed.last_ts,
-        config.oracle.clone(),
-    ));
+    let mut replayed =
+        reader::replay(io, &config.dir, config.shard_id as u32, checkpoint, |rec| {
+            in_doubt.replay(&mut writer, rec)
+        })?;
+    replayed.last_ts = replayed.last_ts.max(Ts::new(opened.superblock.checkpoint_ts));
+    let layers = Layers { active: memtable.clone(), frozen: Vec::new(), tree: Some(tree.root()) };
+    let view =
+        Arc::new(ShardView::new(config.shard_id, layers, replayed.last_ts, config.oracle.clone()));
     let next_ts = replayed.last_ts.next();
     let (log, commit) = match config.wal_sync_mode {
         WalSyncMode::Sync => {
@@ -556,6 +618,7 @@ pub(crate) fn open<S: Storage + 'static>(
             (ShardLog::Mapped { wal, commit: commit.clone() }, commit)
         }
     };
+    commit.set_memtable_budget(config.memtable_bytes);
     let report = StartReport {
         pinned_cpu,
         ring: io.ring_setup(),
@@ -563,8 +626,13 @@ pub(crate) fn open<S: Storage + 'static>(
         registered_buffers: registration(config).buffers > 0 && io.ring_setup().is_some(),
         recovery: replayed.report.clone(),
     };
-    let shard =
-        Shard::new(config.clone(), view.clone(), memtable, collector, log, &replayed.report);
+    let shard = Shard::new(
+        config.clone(),
+        view.clone(),
+        (memtable, collector, tree),
+        log,
+        &replayed.report,
+    );
     Ok((shard, Opened { view, commit, report, in_doubt }))
 }
 

@@ -13,6 +13,7 @@ use crate::config::WalSyncMode;
 use crate::error::Result;
 use crate::ingress::{Request, Responder};
 use crate::memtable::MemtableWriter;
+use crate::oracle::InFlightCommit;
 use crate::wal::record::{Body, OpRef, PrepareRecord, Record};
 
 /// What a shard's replay found of cross-shard commits, for the database to resolve before it
@@ -158,23 +159,26 @@ pub fn commit_prepared(
     parts: &[(&ShardHandle, &[OpRef<'_>])],
     txid: u64,
     ticket: &mut Ticket,
-) -> Result<()> {
+) -> Result<Option<InFlightCommit>> {
     let marker = Body::Outcome { txid, commit: true }.record_bytes();
     loop {
         let applying: Vec<Applying<'_>> = parts
             .iter()
             .map(|(shard, writes)| Applying { commit: &shard.commit, writes })
             .collect();
-        let full =
+        let placed =
             commit::commit_prepared(&applying, txid, |i| ticket.responder(parts[i].0, true))?;
-        if full.is_empty() {
-            for (shard, _) in parts {
-                if shard.mode == WalSyncMode::Sync {
-                    shard.sender.nudge();
+        let full = match placed {
+            Ok(in_flight) => {
+                for (shard, _) in parts {
+                    if shard.mode == WalSyncMode::Sync {
+                        shard.sender.nudge();
+                    }
                 }
+                return Ok(in_flight);
             }
-            return Ok(());
-        }
+            Err(full) => full,
+        };
         for i in full {
             parts[i].0.make_room(marker)?;
         }

@@ -271,7 +271,8 @@ impl Run {
         let mut got = State::new();
         for k in 0..KEYS {
             let key = key(k);
-            if let Some(v) = live.view.get(&key) {
+            let read = live.view.get(&key).map_err(|e| format!("shard {s}: a read failed: {e}"))?;
+            if let Some(v) = read {
                 got.insert(key, v);
             }
         }
@@ -597,7 +598,7 @@ impl Run {
     ) -> std::result::Result<(), String> {
         let Some(live) = &self.live[s] else { return Ok(()) };
         for key in keys {
-            let got = live.view.get(key);
+            let got = live.view.get(key).map_err(|e| format!("shard {s}: a read failed: {e}"))?;
             let allowed = self.models[s].readable_after(index, key);
             if !allowed.contains(&got) {
                 return Err(format!(

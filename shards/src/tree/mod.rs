@@ -85,7 +85,8 @@ pub type Update = (Vec<u8>, Option<Vec<u8>>);
 pub struct Root {
     sb: Superblock,
     file: PathBuf,
-    reader: Arc<dyn ReadAt>,
+    /// `None` only for the empty tree of a shard without a tree file.
+    reader: Option<Arc<dyn ReadAt>>,
     page_size: usize,
 }
 
@@ -122,7 +123,10 @@ impl Root {
         let (Some(offset), Some(len)) = (offset, len) else {
             return Err(self.corrupt(at, "pointer out of range"));
         };
-        let bytes = self.reader.read_at(offset, len).map_err(|e| match e.kind() {
+        let Some(reader) = &self.reader else {
+            return Err(self.corrupt(at, "a read of a tree that has no file"));
+        };
+        let bytes = reader.read_at(offset, len).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => self.corrupt(at, "past the end of the file"),
             _ => Error::io("read tree extent", &self.file, e),
         })?;
@@ -299,8 +303,10 @@ pub struct TreeOpened {
 
 /// The shard thread's side of a tree: allocation, merges, publishing.
 pub struct TreeWriter<S: Storage> {
+    dir: PathBuf,
     path: PathBuf,
-    file: S::File,
+    /// `None` until the first merge creates the file.
+    file: Option<S::File>,
     options: TreeOptions,
     current: Arc<Root>,
     /// Roots handed out before the current one, while anyone may hold them.
@@ -316,7 +322,8 @@ pub struct TreeWriter<S: Storage> {
 }
 
 impl<S: Storage> TreeWriter<S> {
-    /// Opens shard `shard`'s tree in `dir`, creating an empty one when the file is missing.
+    /// Opens shard `shard`'s tree in `dir`. Without a tree file the tree is empty, and the
+    /// file is created by the first merge (a database that never flushes has none).
     pub fn open(
         io: &mut S,
         dir: &Path,
@@ -325,8 +332,33 @@ impl<S: Storage> TreeWriter<S> {
     ) -> Result<(TreeWriter<S>, TreeOpened)> {
         let path = dir.join(TREE_FILE);
         let names = io.list_dir(dir).map_err(|e| Error::io("list shard directory", dir, e))?;
+        let tmp = format!("{TREE_FILE}.tmp");
+        if names.contains(&tmp) {
+            let tmp = dir.join(tmp);
+            io.remove_file(&tmp).map_err(|e| Error::io("remove interrupted tree file", &tmp, e))?;
+        }
         if !names.iter().any(|n| n == TREE_FILE) {
-            create(io, dir, &path, shard, options.page_size)?;
+            let sb = Superblock::empty(shard, options.page_size as u32);
+            let current = Arc::new(Root {
+                sb,
+                file: path.clone(),
+                reader: None,
+                page_size: options.page_size,
+            });
+            let writer = TreeWriter {
+                dir: dir.to_path_buf(),
+                path,
+                file: None,
+                options,
+                current,
+                old_roots: Vec::new(),
+                reusable: BTreeSet::new(),
+                waiting: BTreeMap::new(),
+                end_page: sb.end_page,
+                buf: Vec::new(),
+                body: Vec::new(),
+            };
+            return Ok((writer, TreeOpened { superblock: sb, other_slot_invalid: None }));
         }
         let file =
             io.open(&path, OpenHow::Direct).map_err(|e| Error::io("open tree file", &path, e))?;
@@ -364,11 +396,16 @@ impl<S: Storage> TreeWriter<S> {
         };
         let reader =
             io.shared_reader(&path).map_err(|e| Error::io("open tree file for reads", &path, e))?;
-        let current =
-            Arc::new(Root { sb, file: path.clone(), reader, page_size: options.page_size });
+        let current = Arc::new(Root {
+            sb,
+            file: path.clone(),
+            reader: Some(reader),
+            page_size: options.page_size,
+        });
         let mut writer = TreeWriter {
+            dir: dir.to_path_buf(),
             path,
-            file,
+            file: Some(file),
             options,
             current,
             old_roots: Vec::new(),
@@ -398,11 +435,6 @@ impl<S: Storage> TreeWriter<S> {
         self.current.clone()
     }
 
-    /// The options the tree is written with.
-    pub fn options(&self) -> TreeOptions {
-        self.options
-    }
-
     /// Pages free now (reusable or waiting).
     pub fn free_pages(&self) -> usize {
         self.reusable.len() + self.waiting.values().map(Vec::len).sum::<usize>()
@@ -424,6 +456,24 @@ impl<S: Storage> TreeWriter<S> {
         checkpoint_ts: u64,
     ) -> Result<Arc<Root>> {
         debug_assert!(updates.windows(2).all(|w| w[0].0 < w[1].0), "updates must be sorted");
+        if self.file.is_none() {
+            let shard = self.current.sb.shard;
+            create(io, &self.dir, &self.path, shard, self.options.page_size)?;
+            let path = &self.path;
+            let file =
+                io.open(path, OpenHow::Direct).map_err(|e| Error::io("open tree file", path, e))?;
+            let reader = io
+                .shared_reader(path)
+                .map_err(|e| Error::io("open tree file for reads", path, e))?;
+            self.file = Some(file);
+            let sb = self.current.sb;
+            self.current = Arc::new(Root {
+                sb,
+                file: self.path.clone(),
+                reader: Some(reader),
+                page_size: self.options.page_size,
+            });
+        }
         let old = self.current.clone();
         let generation = old.sb.generation + 1;
         self.release(generation);
@@ -571,8 +621,9 @@ impl<S: Storage> TreeWriter<S> {
         })?;
         io_buf.as_mut_slice()[..len].copy_from_slice(&self.buf);
         let offset = at * self.options.page_size as u64;
-        io.write_at(&self.file, offset, &io_buf.as_slice()[..len])
-            .map_err(|e| Error::io("write tree extent", self.file.path(), e))
+        let file = self.file.as_ref().ok_or_else(|| no_file(&self.path))?;
+        io.write_at(file, offset, &io_buf.as_slice()[..len])
+            .map_err(|e| Error::io("write tree extent", file.path(), e))
     }
 
     fn write_value(&mut self, io: &mut S, value: &[u8], generation: u64) -> Result<Value> {
@@ -810,7 +861,8 @@ impl<S: Storage> TreeWriter<S> {
             self.write_framed(io, at)?;
             Some(r)
         };
-        io.sync_file(&self.file).map_err(|e| Error::io("fdatasync tree extents", &self.path, e))?;
+        let file = self.file.as_ref().ok_or_else(|| no_file(&self.path))?;
+        io.sync_file(file).map_err(|e| Error::io("fdatasync tree extents", &self.path, e))?;
         let sb = Superblock {
             shard: self.current.sb.shard,
             page_size: self.options.page_size as u32,
@@ -831,13 +883,12 @@ impl<S: Storage> TreeWriter<S> {
         })?;
         io_buf.as_mut_slice()[..SUPERBLOCK_BYTES].copy_from_slice(&sb.encode());
         io.write_at(
-            &self.file,
+            file,
             sb.slot() * self.options.page_size as u64,
             &io_buf.as_slice()[..SUPERBLOCK_BYTES],
         )
         .map_err(|e| Error::io("write tree superblock", &self.path, e))?;
-        io.sync_file(&self.file)
-            .map_err(|e| Error::io("fdatasync tree superblock", &self.path, e))?;
+        io.sync_file(file).map_err(|e| Error::io("fdatasync tree superblock", &self.path, e))?;
         Ok(sb)
     }
 }
@@ -847,6 +898,10 @@ const EXTENT_REF_PLUS_COUNT: usize = 4 + page::EXTENT_REF_BYTES;
 
 fn free_extent(freed: &mut Vec<PageId>, at: ExtentRef) {
     freed.extend(at.page..at.page + u64::from(at.pages));
+}
+
+fn no_file(path: &Path) -> Error {
+    Error::io("write tree file", path, std::io::ErrorKind::NotFound.into())
 }
 
 /// Creates an empty tree file: written and made durable under a temporary name, then renamed

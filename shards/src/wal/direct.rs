@@ -95,6 +95,11 @@ impl DirectLog {
         Some(lsn)
     }
 
+    /// The LSN the next record gets.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
     /// True when a record of `bytes` fits the open group now.
     pub fn fits(&self, bytes: usize) -> bool {
         self.open.as_ref().is_some_and(|g| format::next_group_offset(g.fill + bytes) <= g.cap)

@@ -88,6 +88,11 @@ impl MappedLog {
         bytes + if self.fresh { GROUP_RECORD_BYTES } else { 0 }
     }
 
+    /// The LSN the next record gets.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
     /// True when a record of `bytes` fits the active segment now.
     pub fn fits(&self, bytes: usize) -> bool {
         self.active.is_some() && self.room() >= self.need(bytes)

@@ -213,6 +213,32 @@ pub fn replay<S: Storage>(
     Ok(out)
 }
 
+/// Removes the segments whose every record lies below `keep_from` (the next segment starts
+/// at or below it), never the newest, and makes the removal durable. Returns how many were
+/// removed. Set-aside (`*.cut`) and temporary files are left alone.
+pub fn remove_below<S: Storage>(
+    io: &mut S,
+    dir: &Path,
+    shard_id: u32,
+    keep_from: Lsn,
+) -> Result<usize> {
+    let listing = segment::list(io, dir)?;
+    let segments = read_headers(io, shard_id, &listing.segments)?;
+    let mut removed = 0;
+    for pair in segments.windows(2) {
+        if pair[1].header.first_lsn > keep_from {
+            break;
+        }
+        io.remove_file(&pair[0].path)
+            .map_err(|e| Error::io("remove WAL segment below the checkpoint", &pair[0].path, e))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        io.sync_dir(dir).map_err(|e| Error::io("fsync WAL directory", dir, e))?;
+    }
+    Ok(removed)
+}
+
 /// Where appends continue after the last segment replayed: in it, when it ended cleanly with
 /// room left and no segment follows it.
 fn resume_tail(seg: &Segment, scan: &SegmentScan, len: usize, is_last: bool) -> Tail {
