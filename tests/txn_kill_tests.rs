@@ -1,7 +1,10 @@
-//! Cross-shard commits across a real `kill -9`: a re-executed child moves money between
-//! accounts on every shard with transactions and batches from several threads, printing each
-//! acknowledged counter; the parent kills it at a random moment, reopens, and checks that the
-//! total is unchanged (no transfer half-applied) and that every acknowledged counter survived.
+//! Cross-shard commits and flushes across a real `kill -9`: a re-executed child moves money
+//! between accounts on every shard with transactions from several threads, printing each
+//! acknowledged counter, while another thread overwrites filler keys with rising versions
+//! (the memtables are small, so shards freeze and flush into their trees all along); the
+//! parent kills it at a random moment, reopens, and checks that the total is unchanged (no
+//! transfer half-applied), that every acknowledged counter survived, and that every filler key
+//! holds at least its last acknowledged version.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -20,9 +23,28 @@ const CHILD_MODE: &str = "LDB_TXN_CHILD_MODE";
 const ACCOUNTS: u64 = 32;
 const START: u64 = 1_000;
 const THREADS: u64 = 3;
+/// Acknowledgements of filler key `i` are kept under `FILLER_SLOT + i`.
+const FILLER_SLOT: u64 = 1 << 32;
+
+const FILLER_KEYS: u64 = 2_000;
 
 fn config(mode: WalSyncMode) -> LightningDbConfig {
-    LightningDbConfig { shards: 4, ..small_config(mode) }
+    LightningDbConfig { shards: 4, memtable_bytes: 64 * 1024, ..small_config(mode) }
+}
+
+fn filler(i: u64) -> Vec<u8> {
+    format!("filler{i:05}").into_bytes()
+}
+
+/// A filler value: its version, then padding.
+fn filler_value(version: u64) -> Vec<u8> {
+    let mut v = version.to_le_bytes().to_vec();
+    v.resize(8 + (version % 200) as usize, 0xab);
+    v
+}
+
+fn filler_version(v: Option<Vec<u8>>) -> u64 {
+    v.map_or(0, |v| u64::from_le_bytes(v[..8].try_into().unwrap()))
 }
 
 fn account(i: u64) -> Vec<u8> {
@@ -80,9 +102,29 @@ fn child_main(dir: &Path, mode: WalSyncMode) -> ! {
             })
         })
         .collect();
+    let writer = {
+        let (db, out) = (db.clone(), out.clone());
+        std::thread::spawn(move || {
+            // Rising versions, every key in turn, above what a previous round left (they
+            // start from the clock, in µs).
+            let mut version = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            loop {
+                version += 1;
+                let i = version % FILLER_KEYS;
+                if db.put(filler(i), filler_value(version)).is_ok() {
+                    let mut o = out.lock().unwrap();
+                    writeln!(o, "F {i} {version}").unwrap();
+                    o.flush().unwrap();
+                }
+            }
+        })
+    };
     for t in threads {
         let _ = t.join();
     }
+    let _ = writer.join();
     std::process::exit(1)
 }
 
@@ -114,11 +156,14 @@ fn run_and_kill(dir: &Path, mode: WalSyncMode, kill_after: Duration) -> HashMap<
                 let _ = ready_tx.send(());
             }
             let f: Vec<&str> = line.split(' ').collect();
-            if let ["A", t, n] = f.as_slice() {
-                if let (Ok(t), Ok(n)) = (t.parse(), n.parse()) {
-                    let e = acked.entry(t).or_insert(0u64);
-                    *e = (*e).max(n);
-                }
+            let (slot, n) = match f.as_slice() {
+                ["A", t, n] => (t.parse::<u64>().ok(), n.parse::<u64>().ok()),
+                ["F", i, n] => (i.parse::<u64>().ok().map(|i| FILLER_SLOT + i), n.parse().ok()),
+                _ => (None, None),
+            };
+            if let (Some(slot), Some(n)) = (slot, n) {
+                let e = acked.entry(slot).or_insert(0u64);
+                *e = (*e).max(n);
             }
         }
         acked
@@ -147,13 +192,29 @@ fn kill_9_never_tears_a_cross_shard_transaction() {
             let db = Database::open(dir.path(), config(mode)).unwrap();
             let total: u64 = (0..ACCOUNTS).map(|i| number(db.get(account(i)).unwrap())).sum();
             assert_eq!(total, ACCOUNTS * START, "{mode:?} round {round}: a transfer was torn");
-            for (&t, &n) in &acked {
-                let found = number(db.get(counter(t)).unwrap());
-                assert!(found >= n, "{mode:?} round {round}: thread {t} acked {n}, found {found}");
+            for (&slot, &n) in &acked {
+                if slot >= FILLER_SLOT {
+                    let i = slot - FILLER_SLOT;
+                    let found = filler_version(db.get(filler(i)).unwrap());
+                    assert!(
+                        found >= n,
+                        "{mode:?} round {round}: filler {i} acked {n}, found {found}"
+                    );
+                    continue;
+                }
+                let found = number(db.get(counter(slot)).unwrap());
+                assert!(
+                    found >= n,
+                    "{mode:?} round {round}: thread {slot} acked {n}, found {found}"
+                );
             }
+            let tree_keys = db.stats().unwrap().total().flush.tree_keys;
+            db.verify().unwrap();
             eprintln!(
-                "{mode:?} round {round}: killed after {kill_after:?}, {} transfers acked",
-                acked.values().sum::<u64>()
+                "{mode:?} round {round}: killed after {kill_after:?}, {} transfers and {} filler \
+                 writes acked, {tree_keys} keys in the trees",
+                acked.iter().filter(|(s, _)| **s < FILLER_SLOT).map(|(_, n)| n).sum::<u64>(),
+                acked.iter().filter(|(s, _)| **s >= FILLER_SLOT).count()
             );
             db.close().unwrap();
         }
