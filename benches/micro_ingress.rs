@@ -43,6 +43,7 @@ fn shard(dir: &std::path::Path, cpu: Option<usize>) -> ShardHandle {
         memtable_bytes: 0,
         page_size: 4096,
         compression: false,
+        cache_bytes: 0,
         oracle: lightning_shards::Oracle::new(),
     })
     .unwrap()

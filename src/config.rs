@@ -223,6 +223,8 @@ impl LightningDbConfig {
             memtable_bytes: self.memtable_bytes,
             page_size: self.page_size as usize,
             compression: self.compression_enabled,
+            cache_bytes: usize::try_from(self.cache_size / self.shards.max(1) as u64)
+                .unwrap_or(usize::MAX),
             oracle: oracle.clone(),
         }
     }

@@ -165,6 +165,33 @@ fn transactions_stay_correct_across_flushes() {
 }
 
 #[test]
+fn repeated_reads_of_flushed_keys_hit_the_shard_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), config(WalSyncMode::Normal)).unwrap();
+    let mut model = Model::new();
+    churn(&db, &mut model, 0..2);
+    // Other keys, until every shard flushed twice more: the churned keys are in the trees.
+    let flushes = db.stats().unwrap().total().flush.flushes;
+    let mut i = 0u64;
+    while db.stats().unwrap().total().flush.flushes < flushes + 4 {
+        for _ in 0..200 {
+            db.put(format!("zz{i}"), [0u8; 100]).unwrap();
+            i += 1;
+        }
+    }
+    let (k, v) = model.iter().next().unwrap();
+    let before = db.stats().unwrap().total();
+    for _ in 0..100 {
+        assert_eq!(db.get(k).unwrap().as_ref(), Some(v));
+    }
+    let after = db.stats().unwrap().total().since(&before);
+    // A root-to-leaf path is read once, then answered from the cache.
+    assert!(after.cache_misses <= 4, "{after:?}");
+    assert!(after.cache_hits >= 99 * 2, "hits {}", after.cache_hits);
+    assert!(db.stats().unwrap().total().cache_bytes > 0);
+}
+
+#[test]
 fn a_database_that_never_flushes_has_no_tree_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path(), small_config(WalSyncMode::Normal)).unwrap();

@@ -189,3 +189,61 @@ fn bank_transfers_survive_random_crashes() {
         }
     }
 }
+
+/// A transaction left in doubt by a crash, reopened with memtables small enough that the
+/// shards freeze and flush what replay loaded at once (maybe before the database settles the
+/// transaction), then a second crash without a clean close: the transaction is still whole or
+/// absent. A checkpoint that passed the in-doubt PREPARE would lose the part applied when it
+/// was settled.
+#[test]
+fn a_flush_at_open_never_passes_an_in_doubt_prepare() {
+    let mut outcomes = [0u32; 2];
+    for k in 0..40u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SimDisk::new(500 + k);
+        disk.fail_dead_io(true);
+        let roomy = LightningDbConfig { memtable_bytes: 0, ..config(WalSyncMode::Sync) };
+        let tight = LightningDbConfig { memtable_bytes: 8 * 1024, ..config(WalSyncMode::Sync) };
+        let db = Database::open_simulated(&disk, dir.path(), roomy.clone()).unwrap();
+        let keys = accounts(&db);
+        for key in &keys {
+            db.put(key, 100u64.to_le_bytes()).unwrap();
+        }
+        // Enough for every shard's replay to fill several small memtables.
+        let mut batch = lightning_db::WriteBatch::new();
+        for i in 0..600u32 {
+            batch.put(format!("filler{i}"), [9u8; 200]).unwrap();
+        }
+        db.write_batch(&batch).unwrap();
+        db.sync().unwrap();
+        disk.freeze_after(k);
+        let _ = db.transaction(|tx| {
+            let b: Vec<u64> = keys.iter().map(|k| balance(tx.get(k).unwrap())).collect();
+            tx.put(&keys[0], (b[0] - 30).to_le_bytes())?;
+            tx.put(&keys[1], (b[1] + 10).to_le_bytes())?;
+            tx.put(&keys[2], (b[2] + 20).to_le_bytes())
+        });
+        if !disk.frozen() {
+            break;
+        }
+        disk.crash();
+        drop(db);
+        // Reopen with small memtables, wait until every shard flushed, then die again.
+        let db = Database::open_simulated(&disk, dir.path(), tight.clone()).unwrap();
+        let started = std::time::Instant::now();
+        while db.stats().unwrap().shards.iter().any(|s| s.flush.flushes == 0)
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        disk.crash();
+        drop(db);
+        let db = Database::open_simulated(&disk, dir.path(), tight).unwrap();
+        let got: Vec<u64> = keys.iter().map(|k| balance(db.get(k).unwrap())).collect();
+        assert!(got == [100, 100, 100] || got == [70, 110, 120], "after {k} ops: torn: {got:?}");
+        outcomes[usize::from(got == [70, 110, 120])] += 1;
+        drop(db);
+    }
+    eprintln!("absent {}, whole {}", outcomes[0], outcomes[1]);
+    assert!(outcomes[1] > 0, "some interruption leaves the transaction decided");
+}

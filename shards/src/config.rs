@@ -75,6 +75,8 @@ pub struct ShardConfig {
     pub page_size: usize,
     /// Store tree leaves lz4-compressed where that saves at least 1/8.
     pub compression: bool,
+    /// Bytes of the shard cache (decoded tree pages).
+    pub cache_bytes: usize,
     /// The database's timestamp order, shared by all its shards (snapshots bound garbage
     /// collection through it).
     pub oracle: Arc<Oracle>,
@@ -108,6 +110,7 @@ impl ShardConfig {
             memtable_bytes: 64 << 20,
             page_size: 4096,
             compression: true,
+            cache_bytes: 64 << 20,
             oracle: Oracle::new(),
         }
     }

@@ -275,11 +275,12 @@ pub struct ShardStats {
     pub stall_count: u64,
     /// The most recent stalls, oldest first (at most [`STALLS_KEPT`]).
     pub recent_stalls: Vec<Stall>,
-    /// Point reads answered from a cache. Always 0: there is no cache below the memtable yet
-    /// (every read is answered from the memtable on the caller's thread).
+    /// Tree page lookups the shard cache answered (reads, scans and flushes).
     pub cache_hits: u64,
-    /// Point reads that missed the cache. Always 0 for the same reason.
+    /// Tree page lookups that read the file.
     pub cache_misses: u64,
+    /// Bytes the shard cache holds (gauge).
+    pub cache_bytes: u64,
     /// Approximate bytes held by the memtable.
     pub memtable_bytes: u64,
     /// Versions held by the memtable.
@@ -326,6 +327,7 @@ impl ShardStats {
             recent_stalls: Vec::new(),
             cache_hits: 0,
             cache_misses: 0,
+            cache_bytes: 0,
             memtable_bytes: 0,
             memtable_versions: 0,
             recovery: RecoveryStats::default(),
@@ -433,6 +435,7 @@ impl ShardStats {
         self.recent_stalls.extend(other.recent_stalls.iter().cloned());
         self.cache_hits += other.cache_hits;
         self.cache_misses += other.cache_misses;
+        self.cache_bytes += other.cache_bytes;
         self.memtable_bytes += other.memtable_bytes;
         self.memtable_versions += other.memtable_versions;
         self.recovery.add(&other.recovery);
@@ -468,6 +471,7 @@ impl ShardStats {
             recent_stalls: self.recent_stalls[self.recent_stalls.len() - keep..].to_vec(),
             cache_hits: self.cache_hits.saturating_sub(earlier.cache_hits),
             cache_misses: self.cache_misses.saturating_sub(earlier.cache_misses),
+            cache_bytes: self.cache_bytes,
             memtable_bytes: self.memtable_bytes,
             memtable_versions: self.memtable_versions,
             recovery: self.recovery,

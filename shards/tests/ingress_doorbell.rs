@@ -30,6 +30,7 @@ fn shard_in(dir: &std::path::Path, mode: WalSyncMode) -> ShardHandle {
         memtable_bytes: 0,
         page_size: 4096,
         compression: false,
+        cache_bytes: 0,
         oracle: lightning_shards::Oracle::new(),
     })
     .and_then(|s| s.ready())

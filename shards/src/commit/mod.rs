@@ -721,6 +721,13 @@ impl Commit {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// Records PREPAREs replay left in doubt as open: no checkpoint passes them before the
+    /// database settles them (their writes are applied only then, with a COMMIT marker that
+    /// replay can only use while it still sees the PREPARE).
+    pub fn open_prepares_from_replay(&self, prepares: impl Iterator<Item = (u64, Lsn)>) {
+        self.lock().open_prepares.extend(prepares);
+    }
+
     /// Sets the memtable's budget (0: none).
     pub fn set_memtable_budget(&self, bytes: usize) {
         let mut state = self.lock();

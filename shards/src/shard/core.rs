@@ -544,6 +544,8 @@ impl<S: Storage> Shard<S> {
         s.flush.tree_keys = tree.superblock().entries;
         s.flush.tree_pages = self.tree.end_page();
         s.flush.tree_free_pages = self.tree.free_pages() as u64;
+        (s.cache_hits, s.cache_misses) = self.tree.cache_counts();
+        s.cache_bytes = self.tree.cache_bytes() as u64;
         s.memtable_bytes = self.memtable.approx_bytes() as u64;
         s.memtable_versions = self.memtable.version_count() as u64;
         s

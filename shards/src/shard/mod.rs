@@ -584,7 +584,11 @@ pub(crate) fn open<S: Storage + 'static>(
         io.probe_direct_io(&config.dir)?;
     }
     // The tree first: its newest valid superblock says where replay starts.
-    let tree_options = TreeOptions { page_size: config.page_size, compress: config.compression };
+    let tree_options = TreeOptions {
+        page_size: config.page_size,
+        compress: config.compression,
+        cache_bytes: config.cache_bytes,
+    };
     let (tree, opened) = TreeWriter::open(io, &config.dir, config.shard_id as u32, tree_options)?;
     let checkpoint = Lsn::new(opened.superblock.checkpoint_lsn).max(Lsn::FIRST);
     let (memtable, mut writer, collector) = Memtable::create();
@@ -619,6 +623,7 @@ pub(crate) fn open<S: Storage + 'static>(
         }
     };
     commit.set_memtable_budget(config.memtable_bytes);
+    commit.open_prepares_from_replay(in_doubt.prepared.iter().map(|p| (p.txid, p.lsn)));
     let report = StartReport {
         pinned_cpu,
         ring: io.ring_setup(),

@@ -23,6 +23,7 @@
 //! Keys at most `page_size / 4` bytes; values over `page_size / 4` bytes go to an overflow
 //! extent of their own.
 
+pub mod cache;
 pub mod page;
 pub mod superblock;
 
@@ -37,6 +38,7 @@ use std::sync::{Arc, Weak};
 use crate::error::{Error, Result};
 use crate::io::{FileHandle, IoBuf, OpenHow, ReadAt, Storage};
 use crate::memtable::Direction;
+use cache::PageCache;
 use page::{
     branch_entry_bytes, leaf_entry_bytes, Branch, ExtentRef, Kind, Leaf, Node, PageId, Value,
     PAGE_HEADER_BYTES,
@@ -53,6 +55,8 @@ pub struct TreeOptions {
     pub page_size: usize,
     /// Store leaves lz4-compressed where that saves at least 1/8.
     pub compress: bool,
+    /// Bytes of decoded extents the shard cache holds at most.
+    pub cache_bytes: usize,
 }
 
 impl TreeOptions {
@@ -88,6 +92,8 @@ pub struct Root {
     /// `None` only for the empty tree of a shard without a tree file.
     reader: Option<Arc<dyn ReadAt>>,
     page_size: usize,
+    /// The shard cache, shared by every root of the tree.
+    cache: Arc<PageCache>,
 }
 
 impl std::fmt::Debug for Root {
@@ -116,8 +122,18 @@ impl Root {
         Error::corruption(&self.file, offset, format!("tree extent at page {}: {what}", at.page))
     }
 
-    /// Reads and checks the extent `at`.
-    pub fn node(&self, at: ExtentRef) -> Result<Node> {
+    /// The extent `at`, from the shard cache or read and checked.
+    pub fn node(&self, at: ExtentRef) -> Result<Arc<Node>> {
+        if let Some(node) = self.cache.get(&at) {
+            return Ok(node);
+        }
+        let node = Arc::new(self.read_node(at)?);
+        self.cache.insert(at, node.clone());
+        Ok(node)
+    }
+
+    /// Reads and checks the extent `at` from the file (never the cache).
+    fn read_node(&self, at: ExtentRef) -> Result<Node> {
         let offset = at.page.checked_mul(self.page_size as u64);
         let len = (at.pages as usize).checked_mul(self.page_size);
         let (Some(offset), Some(len)) = (offset, len) else {
@@ -133,12 +149,12 @@ impl Root {
         page::decode(&bytes, at, self.page_size).map_err(|e| self.corrupt(at, e))
     }
 
-    fn value(&self, value: Value) -> Result<Vec<u8>> {
+    fn value(&self, value: &Value) -> Result<Vec<u8>> {
         match value {
-            Value::Inline(v) => Ok(v),
-            Value::Overflow { at, len } => match self.node(at)? {
-                Node::Overflow(v) if v.len() == len as usize => Ok(v),
-                _ => Err(self.corrupt(at, "not the overflow value its leaf points to")),
+            Value::Inline(v) => Ok(v.clone()),
+            Value::Overflow { at, len } => match &*self.node(*at)? {
+                Node::Overflow(v) if v.len() == *len as usize => Ok(v.clone()),
+                _ => Err(self.corrupt(*at, "not the overflow value its leaf points to")),
             },
         }
     }
@@ -147,16 +163,14 @@ impl Root {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let Some((mut at, _)) = self.sb.root else { return Ok(None) };
         loop {
-            match self.node(at)? {
+            let node = self.node(at)?;
+            match &*node {
                 Node::Branch { branch, .. } => {
                     at = branch.children[branch.separators.partition_point(|s| &s[..] <= key)];
                 }
                 Node::Leaf(leaf) => {
                     return match leaf.entries.binary_search_by(|(k, _)| k[..].cmp(key)) {
-                        Ok(i) => {
-                            let value = leaf.entries.into_iter().nth(i).map(|(_, v)| v);
-                            value.map(|v| self.value(v)).transpose()
-                        }
+                        Ok(i) => self.value(&leaf.entries[i].1).map(Some),
                         Err(_) => Ok(None),
                     };
                 }
@@ -183,12 +197,13 @@ impl Root {
         };
         // The path from the root: each branch and the child index taken. The first descent
         // follows `start`; later ones enter the next subtree at its edge.
-        let mut path: Vec<(Branch, usize)> = Vec::new();
+        let mut path: Vec<(Arc<Node>, usize)> = Vec::new();
         let mut at = root;
         let mut first = true;
         loop {
             let leaf = loop {
-                match self.node(at)? {
+                let node = self.node(at)?;
+                match &*node {
                     Node::Branch { branch, .. } => {
                         let last = branch.children.len() - 1;
                         let i = match (first, start, direction) {
@@ -199,21 +214,22 @@ impl Root {
                             (_, _, Direction::Reverse) => last,
                         };
                         at = branch.children[i];
-                        path.push((branch, i));
+                        path.push((node.clone(), i));
                     }
-                    Node::Leaf(leaf) => break leaf,
+                    Node::Leaf(_) => break node,
                     _ => return Err(self.corrupt(at, "a tree pointer to a non-node extent")),
                 }
             };
             first = false;
-            let entries: Box<dyn Iterator<Item = (Vec<u8>, Value)>> = match direction {
-                Direction::Forward => Box::new(leaf.entries.into_iter()),
-                Direction::Reverse => Box::new(leaf.entries.into_iter().rev()),
+            let Node::Leaf(leaf) = &*leaf else { return Ok(out) };
+            let entries: Box<dyn Iterator<Item = &(Vec<u8>, Value)>> = match direction {
+                Direction::Forward => Box::new(leaf.entries.iter()),
+                Direction::Reverse => Box::new(leaf.entries.iter().rev()),
             };
             for (key, value) in entries {
                 let (past_start, before_end) = match direction {
-                    Direction::Forward => (above(&key, lower), below(&key, upper)),
-                    Direction::Reverse => (below(&key, upper), above(&key, lower)),
+                    Direction::Forward => (above(key, lower), below(key, upper)),
+                    Direction::Reverse => (below(key, upper), above(key, lower)),
                 };
                 if !past_start {
                     continue;
@@ -222,7 +238,7 @@ impl Root {
                     return Ok(out);
                 }
                 let value = self.value(value)?;
-                out.entries.push((key, value));
+                out.entries.push((key.clone(), value));
                 if out.entries.len() == limit {
                     out.resume_after = out.entries.last().map(|(k, _)| k.clone());
                     return Ok(out);
@@ -230,7 +246,8 @@ impl Root {
             }
             // The next leaf: up the path to a branch with a sibling in the direction.
             loop {
-                let Some((branch, i)) = path.last_mut() else { return Ok(out) };
+                let Some((node, i)) = path.last_mut() else { return Ok(out) };
+                let Node::Branch { branch, .. } = &**node else { return Ok(out) };
                 let next = match direction {
                     Direction::Forward => (*i + 1 < branch.children.len()).then_some(*i + 1),
                     Direction::Reverse => i.checked_sub(1),
@@ -245,15 +262,15 @@ impl Root {
         }
     }
 
-    /// Walks every extent the root reaches and checks it (`db.verify()`): returns the extents
-    /// reached, or the first `Error::Corruption`.
+    /// Walks every extent the root reaches, read from the file (not the cache), and checks it
+    /// (`db.verify()`): returns the extents reached, or the first `Error::Corruption`.
     pub fn verify(&self) -> Result<Vec<ExtentRef>> {
         let mut reached = Vec::new();
         let Some((root, height)) = self.sb.root else { return Ok(reached) };
         let mut stack = vec![(root, height - 1)];
         while let Some((at, level)) = stack.pop() {
             reached.push(at);
-            match self.node(at)? {
+            match self.read_node(at)? {
                 Node::Branch { level: l, branch } if l == level && level >= 1 => {
                     stack.extend(branch.children.iter().map(|c| (*c, level - 1)));
                 }
@@ -261,7 +278,7 @@ impl Root {
                     for (_, value) in leaf.entries {
                         if let Value::Overflow { at: o, len } = value {
                             reached.push(o);
-                            match self.node(o)? {
+                            match self.read_node(o)? {
                                 Node::Overflow(v) if v.len() == len as usize => {}
                                 _ => return Err(self.corrupt(o, "not the overflow value expected")),
                             }
@@ -344,6 +361,7 @@ impl<S: Storage> TreeWriter<S> {
                 file: path.clone(),
                 reader: None,
                 page_size: options.page_size,
+                cache: PageCache::new(options.cache_bytes),
             });
             let writer = TreeWriter {
                 dir: dir.to_path_buf(),
@@ -401,6 +419,7 @@ impl<S: Storage> TreeWriter<S> {
             file: path.clone(),
             reader: Some(reader),
             page_size: options.page_size,
+            cache: PageCache::new(options.cache_bytes),
         });
         let mut writer = TreeWriter {
             dir: dir.to_path_buf(),
@@ -416,7 +435,7 @@ impl<S: Storage> TreeWriter<S> {
             body: Vec::new(),
         };
         if let Some(list) = sb.free_list {
-            match writer.current.node(list)? {
+            match writer.current.read_node(list)? {
                 Node::FreeList(pages) => {
                     // Pages the newest generation freed may be reached by the other
                     // superblock: they wait one more generation.
@@ -428,6 +447,16 @@ impl<S: Storage> TreeWriter<S> {
             }
         }
         Ok((writer, TreeOpened { superblock: sb, other_slot_invalid }))
+    }
+
+    /// The shard cache's hits and misses so far.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        self.current.cache.counts()
+    }
+
+    /// Bytes the shard cache holds now.
+    pub fn cache_bytes(&self) -> usize {
+        self.current.cache.bytes()
     }
 
     /// The published root (readers clone it).
@@ -472,6 +501,7 @@ impl<S: Storage> TreeWriter<S> {
                 file: self.path.clone(),
                 reader: Some(reader),
                 page_size: self.options.page_size,
+                cache: self.current.cache.clone(),
             });
         }
         let old = self.current.clone();
@@ -523,6 +553,7 @@ impl<S: Storage> TreeWriter<S> {
             file: self.path.clone(),
             reader: old.reader.clone(),
             page_size: self.options.page_size,
+            cache: old.cache.clone(),
         });
         self.old_roots.push(Arc::downgrade(&old));
         self.current = new.clone();
@@ -717,11 +748,12 @@ impl<S: Storage> TreeWriter<S> {
     ) -> Result<Vec<(Option<Vec<u8>>, ExtentRef)>> {
         let node = root.node(at)?;
         free_extent(freed, at);
-        match node {
+        match &*node {
             Node::Leaf(leaf) if level == 0 => {
+                let leaf = leaf.clone();
                 self.rewrite_leaf(io, leaf, updates, generation, freed, entries)
             }
-            Node::Branch { level: l, branch } if l == level && level >= 1 => {
+            Node::Branch { level: l, branch } if *l == level && level >= 1 => {
                 let mut children: Vec<(Option<Vec<u8>>, ExtentRef)> = Vec::new();
                 let mut rest = updates;
                 for (i, child) in branch.children.iter().enumerate() {

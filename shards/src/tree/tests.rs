@@ -18,7 +18,7 @@ fn dir() -> PathBuf {
 }
 
 fn options(compress: bool) -> TreeOptions {
-    TreeOptions { page_size: 4096, compress }
+    TreeOptions { page_size: 4096, compress, cache_bytes: 1 << 20 }
 }
 
 fn open(disk: &SimDisk, compress: bool) -> Result<(TreeWriter<SimStorage>, SimStorage)> {
