@@ -74,10 +74,18 @@ fn fill(dir: &str, keys: u64, mode: WalSyncMode, kill: bool) -> lightning_db::Re
         workers.into_iter().try_for_each(|w| w.join().unwrap_or(Ok(())))
     })?;
     let took = started.elapsed();
+    let stats = db.stats()?.total();
     println!(
-        "filled {keys} keys ({mode:?}) in {:.2} s, peak RSS {:.0} MiB",
+        "filled {keys} keys ({mode:?}) in {:.2} s, peak RSS {:.0} MiB; {} flushes ({:.2} s), \
+         {} WAL segments removed, {} write stalls, memtables {:.0} MiB, cache {:.0} MiB",
         took.as_secs_f64(),
-        peak_rss_mib()
+        peak_rss_mib(),
+        stats.flush.flushes,
+        stats.flush.flush_time.as_secs_f64(),
+        stats.flush.segments_removed,
+        stats.flush.write_stalls,
+        stats.memtable_bytes as f64 / (1 << 20) as f64,
+        stats.cache_bytes as f64 / (1 << 20) as f64,
     );
     if kill {
         // Everything acknowledged is in the log; nothing is closed or flushed.

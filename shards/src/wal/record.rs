@@ -607,6 +607,14 @@ pub fn parse(seg: &[u8], at: usize) -> Parsed<'_> {
     })
 }
 
+/// True when the header at `at` could be a GROUP record's (its kind and length), before any
+/// checksum is computed.
+pub fn may_be_group(seg: &[u8], at: usize) -> bool {
+    seg.get(at..at + RECORD_HEADER_BYTES).is_some_and(|h| {
+        h[AT_KIND] == KIND_GROUP && read_u32(h, AT_LEN) as usize == GROUP_PAYLOAD_BYTES
+    })
+}
+
 /// Bytes a WRITE record for `ops` occupies, header included.
 pub fn write_record_bytes<O: AsOp>(ops: &[O]) -> usize {
     RECORD_HEADER_BYTES + write_payload_bytes(ops)
