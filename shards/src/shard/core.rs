@@ -105,7 +105,12 @@ struct Frozen {
     checkpoint: Lsn,
     /// The newest timestamp in it.
     max_ts: Ts,
+    /// Where the next flush step starts (after this key); `None`: at the start.
+    resume: Option<Vec<u8>>,
 }
+
+/// Keys one flush step merges into the tree (then the loop runs again).
+const FLUSH_STEP_KEYS: usize = 16 * 1024;
 
 impl<S: Storage> Shard<S> {
     /// A shard over replayed state: `next_ts` follows the highest replayed timestamp.
@@ -482,27 +487,39 @@ impl<S: Storage> Shard<S> {
         let old = std::mem::replace(&mut self.memtable, table);
         self.collector = collector;
         self.stats.flush.freezes += 1;
-        self.frozen = Some(Frozen { table: old, checkpoint, max_ts });
+        self.frozen = Some(Frozen { table: old, checkpoint, max_ts, resume: None });
     }
 
-    /// Merges the frozen memtable's newest versions into the tree, publishes the new root,
-    /// drops the memtable and removes the WAL segments both superblocks have passed.
+    /// One step of a flush: merges the next `FLUSH_STEP_KEYS` of the frozen memtable's newest
+    /// versions into the tree and publishes the result. Steps before the last keep the tree's
+    /// checkpoint (the tree then holds more than its checkpoint says, which replay tolerates:
+    /// a record replayed again only adds a version at least as new as the tree's) and are not
+    /// shown to readers, who keep reading the frozen memtable. The last step publishes the
+    /// flush's checkpoint, installs the new root in place of the frozen memtable and removes
+    /// the WAL segments both superblocks have passed. Between steps the loop runs.
     fn flush(&mut self, io: &mut S) {
-        let Some(f) = self.frozen.take() else { return };
+        let Some(mut f) = self.frozen.take() else { return };
         let started = io.now();
-        let mut updates = Vec::new();
-        let mut resume: Option<Vec<u8>> = None;
-        loop {
-            let lower = resume.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let c =
-                f.table.chunk_versions(lower, Bound::Unbounded, f.max_ts, Direction::Forward, 4096);
-            updates.extend(c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v)));
-            match c.resume_after {
-                Some(r) => resume = Some(r),
-                None => break,
-            }
-        }
-        let merged = self.tree.merge(io, &updates, f.checkpoint.get(), f.max_ts.get());
+        let lower = f.resume.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let c = f.table.chunk_versions(
+            lower,
+            Bound::Unbounded,
+            f.max_ts,
+            Direction::Forward,
+            FLUSH_STEP_KEYS,
+        );
+        let updates: Vec<_> =
+            c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v)).collect();
+        let last = c.resume_after.is_none();
+        let (lsn, ts) = if last {
+            (f.checkpoint.get(), f.max_ts.get())
+        } else {
+            let sb = *self.tree.root().superblock();
+            (sb.checkpoint_lsn, sb.checkpoint_ts)
+        };
+        let merged = self.tree.merge(io, &updates, lsn, ts);
+        self.stats.flush.keys_flushed += updates.len() as u64;
+        self.stats.flush.flush_time += io.now().saturating_duration_since(started);
         let root = match merged {
             Ok(root) => root,
             Err(e) => {
@@ -512,6 +529,11 @@ impl<S: Storage> Shard<S> {
                 return self.poison(e, now);
             }
         };
+        if !last {
+            f.resume = c.resume_after;
+            self.frozen = Some(f);
+            return;
+        }
         let layers = self.view.layers();
         let frozen = layers.frozen.iter().filter(|m| !Arc::ptr_eq(m, &f.table)).cloned().collect();
         self.view.install(Layers { active: layers.active.clone(), frozen, tree: Some(root) });
@@ -525,8 +547,6 @@ impl<S: Storage> Shard<S> {
             }
         }
         self.stats.flush.flushes += 1;
-        self.stats.flush.keys_flushed += updates.len() as u64;
-        self.stats.flush.flush_time += io.now().saturating_duration_since(started);
     }
 
     fn snapshot_stats(&self) -> ShardStats {

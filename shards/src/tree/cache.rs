@@ -62,6 +62,12 @@ impl PageCache {
         found
     }
 
+    /// The extent `key`, if cached, without counting or promoting it.
+    pub fn peek(&self, key: &ExtentRef) -> Option<Arc<Node>> {
+        let part = self.part(key).lock().unwrap_or_else(|p| p.into_inner());
+        part.map.get(key).and_then(|&i| part.slots[i].node.clone())
+    }
+
     /// Caches `node` as the extent `key`.
     pub fn insert(&self, key: ExtentRef, node: Arc<Node>) {
         let bytes = node_bytes(&node) + ENTRY_OVERHEAD;
@@ -89,7 +95,8 @@ impl PageCache {
 /// Bytes a decoded node holds, roughly.
 fn node_bytes(node: &Node) -> usize {
     match node {
-        Node::Leaf(leaf) => leaf.entries.iter().map(|(k, v)| k.len() + v.encoded_len() + 56).sum(),
+        // Two allocations per entry (key, value) with their headers and the allocator's share.
+        Node::Leaf(leaf) => leaf.entries.iter().map(|(k, v)| k.len() + v.encoded_len() + 112).sum(),
         Node::Branch { branch, .. } => {
             branch.separators.iter().map(|s| s.len() + 24).sum::<usize>()
                 + branch.children.len() * 16

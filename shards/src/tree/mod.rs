@@ -132,6 +132,15 @@ impl Root {
         Ok(node)
     }
 
+    /// The extent `at`, from the cache if there, else read and checked without caching it (a
+    /// merge: the extent is about to be replaced, so caching it would only evict live ones).
+    fn node_once(&self, at: ExtentRef) -> Result<Arc<Node>> {
+        match self.cache.peek(&at) {
+            Some(node) => Ok(node),
+            None => Ok(Arc::new(self.read_node(at)?)),
+        }
+    }
+
     /// Reads and checks the extent `at` from the file (never the cache).
     fn read_node(&self, at: ExtentRef) -> Result<Node> {
         let offset = at.page.checked_mul(self.page_size as u64);
@@ -336,7 +345,13 @@ pub struct TreeWriter<S: Storage> {
     end_page: PageId,
     buf: Vec<u8>,
     body: Vec<u8>,
+    /// Extents framed and not yet written: contiguous, from page `pending_at`.
+    pending: Vec<u8>,
+    pending_at: PageId,
 }
+
+/// Contiguous extents are written together up to this many bytes.
+const WRITE_COALESCE_BYTES: usize = 1 << 20;
 
 impl<S: Storage> TreeWriter<S> {
     /// Opens shard `shard`'s tree in `dir`. Without a tree file the tree is empty, and the
@@ -375,6 +390,8 @@ impl<S: Storage> TreeWriter<S> {
                 end_page: sb.end_page,
                 buf: Vec::new(),
                 body: Vec::new(),
+                pending: Vec::new(),
+                pending_at: 0,
             };
             return Ok((writer, TreeOpened { superblock: sb, other_slot_invalid: None }));
         }
@@ -433,6 +450,8 @@ impl<S: Storage> TreeWriter<S> {
             end_page: sb.end_page,
             buf: Vec::new(),
             body: Vec::new(),
+            pending: Vec::new(),
+            pending_at: 0,
         };
         if let Some(list) = sb.free_list {
             match writer.current.read_node(list)? {
@@ -642,7 +661,26 @@ impl<S: Storage> TreeWriter<S> {
     /// Writes the extent framed in `buf` at page `at` (through an aligned buffer: the file is
     /// open with `O_DIRECT`).
     fn write_framed(&mut self, io: &mut S, at: PageId) -> Result<()> {
-        let len = self.buf.len();
+        // Extents are mostly allocated one after another: coalesce them into one write.
+        let page = self.options.page_size as u64;
+        let follows = self.pending_at + (self.pending.len() as u64) / page == at;
+        if !self.pending.is_empty() && (!follows || self.pending.len() >= WRITE_COALESCE_BYTES) {
+            self.write_pending(io)?;
+        }
+        if self.pending.is_empty() {
+            self.pending_at = at;
+        }
+        self.pending.extend_from_slice(&self.buf);
+        Ok(())
+    }
+
+    /// Writes the coalesced extents (through an aligned buffer: the file is open with
+    /// `O_DIRECT`).
+    fn write_pending(&mut self, io: &mut S) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let len = self.pending.len();
         let mut io_buf = IoBuf::zeroed(len).ok_or_else(|| {
             Error::io(
                 "allocate a tree write buffer",
@@ -650,8 +688,9 @@ impl<S: Storage> TreeWriter<S> {
                 std::io::ErrorKind::OutOfMemory.into(),
             )
         })?;
-        io_buf.as_mut_slice()[..len].copy_from_slice(&self.buf);
-        let offset = at * self.options.page_size as u64;
+        io_buf.as_mut_slice()[..len].copy_from_slice(&self.pending);
+        self.pending.clear();
+        let offset = self.pending_at * self.options.page_size as u64;
         let file = self.file.as_ref().ok_or_else(|| no_file(&self.path))?;
         io.write_at(file, offset, &io_buf.as_slice()[..len])
             .map_err(|e| Error::io("write tree extent", file.path(), e))
@@ -746,7 +785,7 @@ impl<S: Storage> TreeWriter<S> {
         freed: &mut Vec<PageId>,
         entries: &mut i64,
     ) -> Result<Vec<(Option<Vec<u8>>, ExtentRef)>> {
-        let node = root.node(at)?;
+        let node = root.node_once(at)?;
         free_extent(freed, at);
         match &*node {
             Node::Leaf(leaf) if level == 0 => {
@@ -893,6 +932,7 @@ impl<S: Storage> TreeWriter<S> {
             self.write_framed(io, at)?;
             Some(r)
         };
+        self.write_pending(io)?;
         let file = self.file.as_ref().ok_or_else(|| no_file(&self.path))?;
         io.sync_file(file).map_err(|e| Error::io("fdatasync tree extents", &self.path, e))?;
         let sb = Superblock {
