@@ -405,6 +405,15 @@ impl<S: Storage> TreeWriter<S> {
                 .map_err(|e| Error::io("read tree superblock", &path, e))?;
             slots.push(Superblock::decode(&bytes));
         }
+        for slot in &slots {
+            if let Slot::OtherVersion(found) = slot {
+                return Err(Error::IncompatibleVersion {
+                    file: path,
+                    found: *found,
+                    supported: superblock::TREE_FORMAT_VERSION,
+                });
+            }
+        }
         let sb = superblock::choose(&slots[0], &slots[1])
             .map_err(|e| Error::corruption(&path, 0, format!("tree superblocks: {e}")))?;
         if sb.shard != shard || sb.page_size as usize != options.page_size {

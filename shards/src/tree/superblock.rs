@@ -48,6 +48,9 @@ pub enum Slot {
     Empty,
     /// A valid superblock.
     Valid(Superblock),
+    /// A whole superblock (checksum and magic hold) of another format version: written by
+    /// another build, never to be read as this one.
+    OtherVersion(u32),
     /// Anything else (a torn or damaged write).
     Invalid(PageError),
 }
@@ -102,10 +105,23 @@ impl Superblock {
         if bytes.len() >= SUPERBLOCK_BYTES && bytes[..SUPERBLOCK_BYTES].iter().all(|&b| b == 0) {
             return Slot::Empty;
         }
+        if let Some(version) = Self::other_version(bytes) {
+            return Slot::OtherVersion(version);
+        }
         match Self::decode_valid(bytes) {
             Ok(sb) => Slot::Valid(sb),
             Err(e) => Slot::Invalid(e),
         }
+    }
+
+    /// The version of a whole superblock of another format version, if `bytes` hold one.
+    fn other_version(bytes: &[u8]) -> Option<u32> {
+        let b = bytes.get(..SUPERBLOCK_BYTES)?;
+        let stored = u32::from_le_bytes(le4(&b[SUPERBLOCK_BYTES - 4..]));
+        let whole =
+            crc32c::crc32c(&b[..SUPERBLOCK_BYTES - 4]) == stored && b[0..8] == SUPERBLOCK_MAGIC;
+        let version = u32::from_le_bytes(le4(&b[8..12]));
+        (whole && version != TREE_FORMAT_VERSION).then_some(version)
     }
 
     fn decode_valid(bytes: &[u8]) -> Result<Superblock, PageError> {
@@ -187,6 +203,9 @@ fn le8(b: &[u8]) -> [u8; 8] {
 /// damaged, or one torn and the other never written).
 pub fn choose(a: &Slot, b: &Slot) -> Result<Superblock, PageError> {
     match (a, b) {
+        (Slot::OtherVersion(v), _) | (_, Slot::OtherVersion(v)) => Err(PageError(format!(
+            "tree format version {v} (this build reads {TREE_FORMAT_VERSION})"
+        ))),
         (Slot::Valid(x), Slot::Valid(y)) => Ok(if x.generation >= y.generation { *x } else { *y }),
         (Slot::Valid(x), _) | (_, Slot::Valid(x)) => Ok(*x),
         (Slot::Empty, Slot::Empty) => Err(PageError("no superblock was ever written".into())),
