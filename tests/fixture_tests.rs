@@ -37,7 +37,7 @@ fn key(i: u64) -> Vec<u8> {
 
 fn value(i: u64) -> Option<Vec<u8>> {
     match i % 10 {
-        0 => None, // deleted
+        0 => None,                              // deleted
         7 => Some(vec![(i % 251) as u8; 2000]), // overflow extents
         _ => Some(format!("value of {i}: {}", "x".repeat((i % 40) as usize)).into_bytes()),
     }
@@ -48,8 +48,8 @@ fn value(i: u64) -> Option<Vec<u8>> {
 fn write_fixture() {
     let dir = fixture();
     let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(&dir, LightningDbConfig { create_if_missing: true, ..config() })
-        .unwrap();
+    let db =
+        Database::open(&dir, LightningDbConfig { create_if_missing: true, ..config() }).unwrap();
     for i in 0..KEYS {
         db.put(key(i), format!("first {i}")).unwrap();
     }

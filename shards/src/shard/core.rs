@@ -96,7 +96,13 @@ pub struct Shard<S: Storage> {
     /// only below it, so falling back to that superblock (the newest found damaged) loses
     /// nothing.
     older_checkpoint: Lsn,
+    /// The log's bytes at the last freeze, and when to look at them next.
+    wal_at_freeze: u64,
+    next_wal_check: Option<Instant>,
 }
+
+/// How often the shard compares the log's growth with its budget.
+const WAL_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// A memtable frozen for a flush.
 struct Frozen {
@@ -128,6 +134,8 @@ impl<S: Storage> Shard<S> {
             tree,
             frozen: None,
             older_checkpoint,
+            wal_at_freeze: 0,
+            next_wal_check: None,
             stats,
             stall_threshold: Duration::from_millis(config.stall_threshold_ms),
             config,
@@ -451,10 +459,14 @@ impl<S: Storage> Shard<S> {
         match &self.frozen {
             None => {
                 let budget = self.config.memtable_bytes;
-                if budget == 0 || self.memtable.approx_bytes() < budget {
+                if budget == 0 {
+                    return false;
+                }
+                if self.memtable.approx_bytes() < budget && !self.wal_over_budget(io.now()) {
                     return false;
                 }
                 self.freeze();
+                self.wal_at_freeze = self.wal_bytes();
                 true
             }
             Some(f) => {
@@ -466,6 +478,29 @@ impl<S: Storage> Shard<S> {
                 self.flush(io);
                 true
             }
+        }
+    }
+
+    /// True when the log grew by more than its budget since the last freeze (checked every
+    /// `WAL_CHECK_EVERY`): overwrites of few keys keep the memtable small while the log grows,
+    /// and only a checkpoint lets its segments go.
+    fn wal_over_budget(&mut self, now: Instant) -> bool {
+        if self.next_wal_check.is_some_and(|at| now < at) {
+            return false;
+        }
+        self.next_wal_check = Some(now + WAL_CHECK_EVERY);
+        let budget = (self.config.memtable_bytes as u64).max(self.config.wal_segment_bytes);
+        self.wal_bytes().saturating_sub(self.wal_at_freeze) >= budget
+    }
+
+    /// Bytes the log has written since the shard opened.
+    fn wal_bytes(&self) -> u64 {
+        match &self.log {
+            ShardLog::Direct { wal, .. } => wal.counters().bytes,
+            ShardLog::Mapped { commit, .. } => match &commit.lock().log {
+                LogHalf::Mapped(log) => log.counters().bytes,
+                LogHalf::Direct(_) => 0,
+            },
         }
     }
 
