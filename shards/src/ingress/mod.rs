@@ -40,6 +40,12 @@ pub enum Request {
         /// Signalled once there is room (or it failed).
         done: Responder,
     },
+    /// Flush the memtable, then rewrite the tree low in its file and give the free tail back
+    /// to the file system; signal with the bytes given back.
+    Compact {
+        /// Where to send the bytes given back (or the error).
+        reply: crossbeam_channel::Sender<crate::error::Result<u64>>,
+    },
     /// Reply with a copy of the shard's statistics.
     Stats {
         /// Where to send them.

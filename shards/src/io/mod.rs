@@ -286,6 +286,8 @@ pub trait Storage {
     fn allocate(&mut self, file: &Self::File, bytes: u64) -> io::Result<()>;
     /// Writes `bytes` at `offset`, blocking (segment creation only, never on the hot path).
     fn write_at(&mut self, file: &Self::File, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Sets `file`'s length to `bytes` (a tree's compaction gives its free tail back).
+    fn truncate(&mut self, file: &Self::File, bytes: u64) -> io::Result<()>;
     /// fdatasync, blocking (start-up and segment creation only).
     fn sync_file(&mut self, file: &Self::File) -> io::Result<()>;
     /// Renames a file (atomically replacing nothing: `to` must not exist).

@@ -96,6 +96,8 @@ pub struct Shard<S: Storage> {
     /// only below it, so falling back to that superblock (the newest found damaged) loses
     /// nothing.
     older_checkpoint: Lsn,
+    /// A compaction asked for, and whether its freeze happened.
+    compacting: Option<(crossbeam_channel::Sender<Result<u64>>, bool)>,
     /// The log's bytes at the last freeze, and when to look at them next.
     wal_at_freeze: u64,
     next_wal_check: Option<Instant>,
@@ -134,6 +136,7 @@ impl<S: Storage> Shard<S> {
             tree,
             frozen: None,
             older_checkpoint,
+            compacting: None,
             wal_at_freeze: 0,
             next_wal_check: None,
             stats,
@@ -166,6 +169,7 @@ impl<S: Storage> Shard<S> {
             }
             Request::Sync { done } => self.sync(Ack { done, kind: OpKind::Sync, started: now }),
             Request::MakeRoom { bytes, done } => self.make_room(io, bytes, done, now),
+            Request::Compact { reply } => self.compacting = Some((reply, false)),
             Request::Stats { reply } => {
                 let _ = reply.try_send(self.snapshot_stats());
             }
@@ -456,6 +460,21 @@ impl<S: Storage> Shard<S> {
         if self.poisoned.is_some() || self.shutdown.is_some() {
             return false;
         }
+        if self.frozen.is_none() {
+            if let Some((_, froze)) = &mut self.compacting {
+                if !*froze {
+                    // Flush what the memtable holds first (deletes included), then compact.
+                    *froze = true;
+                    if self.memtable.version_count() > 0 {
+                        self.freeze();
+                        self.wal_at_freeze = self.wal_bytes();
+                        return true;
+                    }
+                }
+                self.compact(io);
+                return true;
+            }
+        }
         match &self.frozen {
             None => {
                 let budget = self.config.memtable_bytes;
@@ -479,6 +498,30 @@ impl<S: Storage> Shard<S> {
                 true
             }
         }
+    }
+
+    /// Compacts the tree (its flush is done), installing each root it publishes, and answers.
+    fn compact(&mut self, io: &mut S) {
+        let Some((reply, _)) = self.compacting.take() else { return };
+        let view = self.view.clone();
+        let result = self.tree.compact(io, |root| {
+            let layers = view.layers();
+            view.install(Layers {
+                active: layers.active.clone(),
+                frozen: layers.frozen.clone(),
+                tree: Some(root),
+            });
+        });
+        let result = match result {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => {
+                let now = io.now();
+                let reply_err = e.duplicate();
+                self.poison(e, now);
+                Err(reply_err)
+            }
+        };
+        let _ = reply.try_send(result);
     }
 
     /// True when the log grew by more than its budget since the last freeze (checked every

@@ -202,6 +202,14 @@ impl ShardHandle {
         self.view.get(key)
     }
 
+    /// Flushes the memtable, rewrites the shard's tree low in its file and gives the free tail
+    /// back to the file system. Returns the bytes given back.
+    pub fn compact(&self) -> Result<u64> {
+        let (reply, answer) = bounded(1);
+        self.send(Request::Compact { reply })?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
     /// Walks every page the shard's tree reaches and checks it (`db.verify()`): the pages
     /// reached, or the first `Error::Corruption`.
     pub fn verify(&self) -> Result<u64> {
@@ -718,6 +726,9 @@ mod tests {
         }
         fn write_at(&mut self, file: &Self::File, offset: u64, b: &[u8]) -> std::io::Result<()> {
             self.io.write_at(file, offset, b)
+        }
+        fn truncate(&mut self, file: &Self::File, bytes: u64) -> std::io::Result<()> {
+            self.io.truncate(file, bytes)
         }
         fn sync_file(&mut self, file: &Self::File) -> std::io::Result<()> {
             self.io.sync_file(file)

@@ -350,6 +350,9 @@ pub struct TreeWriter<S: Storage> {
     pending_at: PageId,
 }
 
+/// Keys a compaction step rewrites.
+const COMPACT_STEP_KEYS: usize = 16 * 1024;
+
 /// Contiguous extents are written together up to this many bytes.
 const WRITE_COALESCE_BYTES: usize = 1 << 20;
 
@@ -586,6 +589,54 @@ impl<S: Storage> TreeWriter<S> {
         self.old_roots.push(Arc::downgrade(&old));
         self.current = new.clone();
         Ok(new)
+    }
+
+    /// Gives the file's free tail back: rewrites every extent the tree reaches twice (so it
+    /// moves to the lowest free pages), then cuts every reusable page off the end of the file,
+    /// publishes that length and truncates the file. `install` gets each published root (readers must move on to it, or the pages
+    /// of the root they hold stay in use). Returns the bytes given back.
+    pub fn compact(&mut self, io: &mut S, mut install: impl FnMut(Arc<Root>)) -> Result<u64> {
+        if self.file.is_none() {
+            return Ok(0);
+        }
+        let before = self.end_page;
+        let sb = self.current.sb;
+        let (lsn, ts) = (sb.checkpoint_lsn, sb.checkpoint_ts);
+        // Twice: every entry again, in steps, so every leaf and branch is written anew into
+        // the lowest reusable pages; two empty publishes after each pass make the pages it
+        // left reusable, so the second pass moves the data below the first pass's.
+        for _pass in 0..2 {
+            let mut resume: Option<Vec<u8>> = None;
+            loop {
+                let lower = resume.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                let root = self.current.clone();
+                let c =
+                    root.chunk(lower, Bound::Unbounded, Direction::Forward, COMPACT_STEP_KEYS)?;
+                drop(root);
+                let updates: Vec<Update> =
+                    c.entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                install(self.merge(io, &updates, lsn, ts)?);
+                match c.resume_after {
+                    Some(r) => resume = Some(r),
+                    None => break,
+                }
+            }
+            for _ in 0..2 {
+                install(self.merge(io, &[], lsn, ts)?);
+            }
+        }
+        self.release(self.current.sb.generation + 1);
+        while self.end_page > superblock::FIRST_DATA_PAGE
+            && self.reusable.remove(&(self.end_page - 1))
+        {
+            self.end_page -= 1;
+        }
+        install(self.merge(io, &[], lsn, ts)?);
+        let file = self.file.as_ref().ok_or_else(|| no_file(&self.path))?;
+        let bytes = self.end_page * self.options.page_size as u64;
+        io.truncate(file, bytes).map_err(|e| Error::io("truncate tree file", &self.path, e))?;
+        io.sync_file(file).map_err(|e| Error::io("fdatasync tree file", &self.path, e))?;
+        Ok(before.saturating_sub(self.end_page) * self.options.page_size as u64)
     }
 
     /// Moves waiting pages that generation `generation` may write over into `reusable`: freed

@@ -501,3 +501,73 @@ fn the_older_superblock_stays_a_whole_tree_while_the_next_merge_writes() {
     assert_eq!(tree.root().superblock().generation, 4);
     check(&tree.root(), &models[2]);
 }
+
+#[test]
+fn compaction_gives_the_free_tail_back_and_keeps_every_entry() {
+    let disk = SimDisk::new(41);
+    let (mut tree, mut io) = open(&disk, false).unwrap();
+    let mut rng = SimRng::new(41);
+    let mut model = Model::new();
+    for round in 0..6 {
+        tree.merge(&mut io, &updates(&mut rng, &mut model, 500, 3000), round + 2, round).unwrap();
+    }
+    // Delete nine keys in ten: most of the file is free, spread through it.
+    let deletes: Vec<Update> = model
+        .keys()
+        .enumerate()
+        .filter(|(i, _)| i % 10 != 0)
+        .map(|(_, k)| (k.clone(), None))
+        .collect();
+    for (k, _) in &deletes {
+        model.remove(k);
+    }
+    tree.merge(&mut io, &deletes, 20, 20).unwrap();
+    let path = dir().join(TREE_FILE);
+    let before = disk.read(&path).unwrap().len();
+    let mut installed = 0;
+    let given = tree.compact(&mut io, |_| installed += 1).unwrap();
+    let after = disk.read(&path).unwrap().len();
+    assert!(given > 0 && after < before / 2, "{before} -> {after} bytes ({given} given back)");
+    assert_eq!(after as u64, tree.end_page() * 4096);
+    assert!(installed >= 4);
+    check(&tree.root(), &model);
+    assert_eq!(tree.root().superblock().checkpoint_lsn, 20, "compaction keeps the checkpoint");
+    drop(tree);
+    let (tree, _) = open(&disk, false).unwrap();
+    check(&tree.root(), &model);
+}
+
+#[test]
+fn a_compaction_interrupted_anywhere_leaves_a_whole_tree() {
+    for power_loss in [false, true] {
+        let mut ops = 0;
+        loop {
+            let disk = SimDisk::new(50 + ops);
+            let (mut tree, mut io) = open(&disk, false).unwrap();
+            let mut rng = SimRng::new(50);
+            let mut model = Model::new();
+            for round in 0..4 {
+                let batch = updates(&mut rng, &mut model, 400, 1500);
+                tree.merge(&mut io, &batch, round + 2, round).unwrap();
+            }
+            disk.freeze_after(ops);
+            // A dead process's writes vanish: its later reads of them may fail, as they would.
+            let result = tree.compact(&mut io, |_| {});
+            let frozen = disk.frozen();
+            assert!(frozen || result.is_ok(), "ops {ops}: {result:?}");
+            drop(tree);
+            if power_loss {
+                disk.power_loss();
+            } else {
+                disk.crash();
+            }
+            let (tree, _) = open(&disk, false).unwrap_or_else(|e| panic!("ops {ops}: {e}"));
+            check(&tree.root(), &model);
+            if !frozen {
+                break;
+            }
+            ops += 1;
+        }
+        assert!(ops > 8, "the compaction made only {ops} disk operations");
+    }
+}

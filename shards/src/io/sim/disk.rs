@@ -364,6 +364,16 @@ impl DiskState {
         Ok(())
     }
 
+    /// Shortens (or extends) `inode` to `len`; durable at its next sync, and a power loss
+    /// before keeps the old length or the new one.
+    pub(super) fn truncate(&mut self, inode: u64, len: usize) -> io::Result<()> {
+        let seq = self.next_seq();
+        let f = self.file_mut(inode)?;
+        f.written.resize(len, 0);
+        f.dirty.push(Dirty { seq, change: Change::Resize { len } });
+        Ok(())
+    }
+
     /// Makes every change to `inode` up to `upto_seq` durable.
     fn sync_upto(&mut self, inode: u64, upto_seq: u64) -> io::Result<()> {
         let f = self.file_mut(inode)?;
@@ -372,11 +382,7 @@ impl DiskState {
         for d in done {
             match d.change {
                 Change::Write { offset, bytes } => put_bytes(&mut f.durable, offset, &bytes),
-                Change::Resize { len } => {
-                    if f.durable.len() < len {
-                        f.durable.resize(len, 0);
-                    }
-                }
+                Change::Resize { len } => f.durable.resize(len, 0),
             }
         }
         Ok(())
@@ -581,9 +587,7 @@ impl DiskState {
                 Change::Resize { len } => {
                     if keep_resizes > 0 {
                         keep_resizes -= 1;
-                        if f.durable.len() < len {
-                            f.durable.resize(len, 0);
-                        }
+                        f.durable.resize(len, 0);
                     }
                 }
             }

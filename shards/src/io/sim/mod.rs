@@ -395,6 +395,11 @@ impl Storage for SimStorage {
         })
     }
 
+    fn truncate(&mut self, file: &Self::File, bytes: u64) -> io::Result<()> {
+        let len = usize::try_from(bytes).map_err(|_| errno(libc::EFBIG))?;
+        self.mutate(None, (), |s| s.truncate(file.inode, len))
+    }
+
     fn sync_file(&mut self, file: &Self::File) -> io::Result<()> {
         self.mutate(Some((FaultOp::FileSync, &file.path)), (), |s| s.sync_file(file.inode))
     }

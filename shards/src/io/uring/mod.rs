@@ -189,6 +189,10 @@ impl Storage for UringStorage {
         file.file.write_all_at(bytes, offset)
     }
 
+    fn truncate(&mut self, file: &Self::File, bytes: u64) -> io::Result<()> {
+        file.file.set_len(bytes)
+    }
+
     fn sync_file(&mut self, file: &Self::File) -> io::Result<()> {
         sys::fdatasync(&file.file)
     }
