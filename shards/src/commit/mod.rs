@@ -214,6 +214,8 @@ pub struct CommitState {
     locks: KeyLocks,
     /// The memtable's budget (`ShardConfig::memtable_bytes`; 0: none).
     budget: usize,
+    /// A frozen memtable is waiting for (or in) its flush.
+    pub flushing: bool,
     /// The PREPAREs placed here whose outcome is not placed yet: transaction id → LSN. A
     /// checkpoint never passes the oldest (`freeze`).
     open_prepares: BTreeMap<u64, Lsn>,
@@ -407,6 +409,7 @@ impl CommitState {
     /// memtable are dropped: it is never written again.
     pub fn freeze(&mut self, writer: MemtableWriter) -> (MemtableWriter, Lsn, Ts) {
         let frozen = std::mem::replace(&mut self.memtable, writer);
+        self.flushing = true;
         self.gc.clear();
         let next = self.log.next_lsn();
         let checkpoint = self.open_prepares.values().min().map_or(next, |&p| p.min(next));
@@ -487,6 +490,7 @@ impl Commit {
             locks: KeyLocks::default(),
             open_prepares: BTreeMap::new(),
             budget: 0,
+            flushing: false,
             stats: ShardStats::new(view.shard_id()),
             #[cfg(any(test, feature = "simulation"))]
             placed: Vec::new(),
@@ -738,9 +742,12 @@ impl Commit {
     /// Records how full the memtable is (see `fullness`), under the lock.
     pub fn note_fullness(&self, state: &CommitState) {
         let bytes = state.memtable.approx_bytes();
+        // The hard limit is on the memtables together: twice the budget, the frozen one
+        // counting as one budget while its flush runs.
+        let hard = if state.flushing { 1 } else { 2 };
         let fullness = match state.budget {
             0 => 0,
-            b if bytes >= 2 * b => OVERFULL,
+            b if bytes >= hard * b => OVERFULL,
             b if bytes >= b => FULL,
             _ => 0,
         };

@@ -616,6 +616,12 @@ impl<S: Storage> Shard<S> {
         let frozen = layers.frozen.iter().filter(|m| !Arc::ptr_eq(m, &f.table)).cloned().collect();
         self.view.install(Layers { active: layers.active.clone(), frozen, tree: Some(root) });
         drop(layers);
+        // Writers waiting for room may go on.
+        let commit = self.log.commit().clone();
+        let mut state = commit.lock();
+        state.flushing = false;
+        commit.note_fullness(&state);
+        drop(state);
         let keep_from = self.older_checkpoint.min(f.checkpoint);
         self.older_checkpoint = f.checkpoint;
         match reader::remove_below(io, &self.config.dir, self.config.shard_id as u32, keep_from) {

@@ -847,11 +847,17 @@ impl<S: Storage> TreeWriter<S> {
     ) -> Result<Vec<(Option<Vec<u8>>, ExtentRef)>> {
         let node = root.node_once(at)?;
         free_extent(freed, at);
+        if level == 0 {
+            // Read for this merge only (not cached): taken, not copied.
+            let node = Arc::try_unwrap(node).unwrap_or_else(|shared| (*shared).clone());
+            return match node {
+                Node::Leaf(leaf) => {
+                    self.rewrite_leaf(io, leaf, updates, generation, freed, entries)
+                }
+                _ => Err(root.corrupt(at, "not a node of level 0")),
+            };
+        }
         match &*node {
-            Node::Leaf(leaf) if level == 0 => {
-                let leaf = leaf.clone();
-                self.rewrite_leaf(io, leaf, updates, generation, freed, entries)
-            }
             Node::Branch { level: l, branch } if *l == level && level >= 1 => {
                 let mut children: Vec<(Option<Vec<u8>>, ExtentRef)> = Vec::new();
                 let mut rest = updates;
