@@ -65,15 +65,18 @@ impl TreeOptions {
         self.page_size / 4
     }
 
-    /// Body bytes a leaf is filled to before the next one starts: one page, or four when
-    /// compressed (a compressed leaf still takes whole pages, so it must hold more to save).
-    fn leaf_target(&self) -> usize {
+    /// Body bytes a leaf is filled to before the next one starts, given how well leaves have
+    /// compressed lately (stored / raw bytes): as much as fits one page once compressed, from
+    /// one page (incompressible data, or no compression) to four. A compressed leaf still takes
+    /// whole pages, so it must hold more to save anything; a larger leaf than that only makes
+    /// every rewrite of it larger.
+    fn leaf_target(&self, ratio: f64) -> usize {
         let page_body = self.page_size - PAGE_HEADER_BYTES;
-        if self.compress {
-            4 * page_body
-        } else {
-            page_body
+        if !self.compress {
+            return page_body;
         }
+        let fit = (page_body as f64 / ratio.max(0.25)) as usize;
+        fit.clamp(page_body, 4 * page_body)
     }
 
     fn branch_target(&self) -> usize {
@@ -347,6 +350,8 @@ pub struct TreeWriter<S: Storage> {
     body: Vec<u8>,
     /// Extents framed and not yet written: contiguous, from page `pending_at`.
     pending: Vec<u8>,
+    /// Stored / raw bytes of the leaves compressed lately (1.0: incompressible).
+    ratio: f64,
     pending_at: PageId,
 }
 
@@ -395,6 +400,7 @@ impl<S: Storage> TreeWriter<S> {
                 body: Vec::new(),
                 pending: Vec::new(),
                 pending_at: 0,
+                ratio: 1.0,
             };
             return Ok((writer, TreeOpened { superblock: sb, other_slot_invalid: None }));
         }
@@ -464,6 +470,7 @@ impl<S: Storage> TreeWriter<S> {
             body: Vec::new(),
             pending: Vec::new(),
             pending_at: 0,
+            ratio: 1.0,
         };
         if let Some(list) = sb.free_list {
             match writer.current.read_node(list)? {
@@ -712,6 +719,12 @@ impl<S: Storage> TreeWriter<S> {
             compress,
             self.options.page_size,
         );
+        if kind == Kind::Leaf && compress && !self.body.is_empty() {
+            // How well leaves compress, smoothed: sizes the next leaves.
+            let stored = page::header(&self.buf).map_or(self.body.len(), |h| h.body_len as usize);
+            let ratio = stored as f64 / self.body.len() as f64;
+            self.ratio = 0.9 * self.ratio + 0.1 * ratio.min(1.0);
+        }
         let at = self.allocate(framed.pages);
         let r = page::relocate(&mut self.buf, at, self.options.page_size);
         self.write_framed(io, at)?;
@@ -807,7 +820,7 @@ impl<S: Storage> TreeWriter<S> {
         }
         merged.extend(old);
         // Pack into leaves of at most the target body size.
-        let target = self.options.leaf_target();
+        let target = self.options.leaf_target(self.ratio);
         let mut out = Vec::new();
         let mut start = 0;
         while start < merged.len() {
