@@ -510,8 +510,19 @@ impl DiskState {
         for op in std::mem::take(&mut self.pending) {
             if self.rng.chance(0.5) {
                 self.finish(op);
-            } else if let PendingKind::Write { mut buf, .. } = op.kind {
-                buf.set_in_kernel(false); // the operation never happened: the buffer is free
+            } else {
+                let Pending { owner, token, kind } = op;
+                let buf = match kind {
+                    PendingKind::Write { mut buf, .. } => {
+                        buf.set_in_kernel(false); // the operation never happened: the buffer is free
+                        Some(buf)
+                    }
+                    PendingKind::Sync { .. } => None,
+                };
+                if self.fail_dead {
+                    let done = IoDone { token, result: -libc::EIO, buf };
+                    self.completed.entry(owner).or_default().push(done);
+                }
             }
         }
         self.end_epoch();
@@ -521,14 +532,23 @@ impl DiskState {
     pub(super) fn power_loss(&mut self) {
         // Writes in flight become unsynced changes of their files, syncs in flight are lost.
         for op in std::mem::take(&mut self.pending) {
-            if let PendingKind::Write { inode, offset, buf, len, .. } = op.kind {
-                let seq = self.next_seq();
-                if let Ok(f) = self.file_mut(inode) {
-                    let bytes = buf.as_slice()[..len].to_vec();
-                    f.dirty.push(Dirty { seq, change: Change::Write { offset, bytes } });
+            let Pending { owner, token, kind } = op;
+            let buf = match kind {
+                PendingKind::Write { inode, offset, buf, len, .. } => {
+                    let seq = self.next_seq();
+                    if let Ok(f) = self.file_mut(inode) {
+                        let bytes = buf.as_slice()[..len].to_vec();
+                        f.dirty.push(Dirty { seq, change: Change::Write { offset, bytes } });
+                    }
+                    let mut buf = buf;
+                    buf.set_in_kernel(false);
+                    Some(buf)
                 }
-                let mut buf = buf;
-                buf.set_in_kernel(false);
+                PendingKind::Sync { .. } => None,
+            };
+            if self.fail_dead {
+                let done = IoDone { token, result: -libc::EIO, buf };
+                self.completed.entry(owner).or_default().push(done);
             }
         }
         let inodes: Vec<u64> = self.files.keys().copied().collect();
@@ -597,7 +617,15 @@ impl DiskState {
     }
 
     fn end_epoch(&mut self) {
-        self.completed.clear();
+        if self.fail_dead {
+            // The dead process's operations answer EIO (their buffers handed back), so a test
+            // that drops its database afterwards does not wait for them forever.
+            for done in self.completed.values_mut().flatten() {
+                done.result = -libc::EIO;
+            }
+        } else {
+            self.completed.clear();
+        }
         self.frozen = false;
         self.frozen_torn_done = false;
         self.freeze_after = None;

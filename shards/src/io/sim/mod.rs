@@ -479,7 +479,9 @@ impl Storage for SimStorage {
 
     fn reap(&mut self, out: &mut Vec<IoDone>) -> Result<()> {
         let mut s = self.disk.lock();
-        if s.epoch == self.epoch {
+        // A dead process's storage reaps only with `fail_dead_io`: its operations then answer
+        // EIO (see `DiskState::end_epoch`).
+        if s.epoch == self.epoch || s.fail_dead {
             s.take_completed(self.owner, out);
         }
         Ok(())
@@ -566,6 +568,45 @@ fn torn_store(s: &mut DiskState, inode: u64, at: usize, bytes: &[u8]) {
     for (i, word) in bytes.chunks(8).enumerate() {
         if s.rng.chance(0.5) {
             let _ = s.write(inode, at + i * 8, word, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `fail_dead_io`, a write in flight when the process dies answers EIO to the dead
+    /// storage (whether the crash let it happen or not), so whoever waits for it is not left
+    /// waiting forever; without it, a dead storage gets no answer.
+    #[test]
+    fn writes_in_flight_at_a_crash_answer_eio_with_fail_dead_io() {
+        for (fail_dead, power_loss) in [(true, false), (true, true), (false, false)] {
+            let disk = SimDisk::new(3);
+            disk.fail_dead_io(fail_dead);
+            let mut io = disk.storage();
+            let path = PathBuf::from("/d/f");
+            io.create_dir_all(Path::new("/d")).unwrap();
+            let file = io.open(&path, OpenHow::CreateNew).unwrap();
+            io.allocate(&file, 8192).unwrap();
+            for token in 0..4 {
+                let buf = IoBuf::zeroed(4096).unwrap();
+                io.submit_write(&file, 0, buf, 4096, token).unwrap();
+            }
+            if power_loss {
+                disk.power_loss();
+            } else {
+                disk.crash();
+            }
+            let mut out = Vec::new();
+            io.reap(&mut out).unwrap();
+            if fail_dead {
+                assert_eq!(out.len(), 4, "every write answers");
+                assert!(out.iter().all(|d| d.result == -libc::EIO));
+                assert_eq!(io.in_flight(), 0);
+            } else {
+                assert!(out.is_empty());
+            }
         }
     }
 }
