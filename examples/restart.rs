@@ -32,6 +32,19 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// `RssAnon` and `RssFile` now (MiB): heap versus mapped files (the WAL segments in `Normal`).
+fn rss_split_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
 fn usage() -> ! {
     eprintln!("usage: restart fill DIR KEYS sync|normal|async [kill|close] | restart reopen DIR");
     std::process::exit(2)
@@ -87,6 +100,8 @@ fn fill(dir: &str, keys: u64, mode: WalSyncMode, kill: bool) -> lightning_db::Re
         stats.memtable_bytes as f64 / (1 << 20) as f64,
         stats.cache_bytes as f64 / (1 << 20) as f64,
     );
+    let (anon, file) = rss_split_mib();
+    println!("RSS now: {anon:.0} MiB heap, {file:.0} MiB mapped files");
     if kill {
         // Everything acknowledged is in the log; nothing is closed or flushed.
         // Safety: kill(2) on this process, with a signal that ends it.

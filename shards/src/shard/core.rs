@@ -98,7 +98,7 @@ pub struct Shard<S: Storage> {
     older_checkpoint: Lsn,
     /// A compaction asked for, and whether its freeze happened.
     compacting: Option<(crossbeam_channel::Sender<Result<u64>>, bool)>,
-    /// The log's bytes at the last freeze, and when to look at them next.
+    /// The log's records at the last freeze, and when to look at them next.
     wal_at_freeze: u64,
     next_wal_check: Option<Instant>,
 }
@@ -467,7 +467,7 @@ impl<S: Storage> Shard<S> {
                     *froze = true;
                     if self.memtable.version_count() > 0 {
                         self.freeze();
-                        self.wal_at_freeze = self.wal_bytes();
+                        self.wal_at_freeze = self.wal_records();
                         return true;
                     }
                 }
@@ -485,7 +485,7 @@ impl<S: Storage> Shard<S> {
                     return false;
                 }
                 self.freeze();
-                self.wal_at_freeze = self.wal_bytes();
+                self.wal_at_freeze = self.wal_records();
                 true
             }
             Some(f) => {
@@ -524,7 +524,7 @@ impl<S: Storage> Shard<S> {
         let _ = reply.try_send(result);
     }
 
-    /// True when the log grew by more than its budget since the last freeze (checked every
+    /// True when the log took more than its budget of records since the last freeze (checked every
     /// `WAL_CHECK_EVERY`): overwrites of few keys keep the memtable small while the log grows,
     /// and only a checkpoint lets its segments go.
     fn wal_over_budget(&mut self, now: Instant) -> bool {
@@ -532,16 +532,23 @@ impl<S: Storage> Shard<S> {
             return false;
         }
         self.next_wal_check = Some(now + WAL_CHECK_EVERY);
-        let budget = (self.config.memtable_bytes as u64).max(self.config.wal_segment_bytes);
-        self.wal_bytes().saturating_sub(self.wal_at_freeze) >= budget
+        self.wal_records().saturating_sub(self.wal_at_freeze) >= self.wal_budget_records()
     }
 
-    /// Bytes the log has written since the shard opened.
-    fn wal_bytes(&self) -> u64 {
+    /// Records the log may take between freezes: about what a memtable of the budget holds
+    /// in records of ~256 bytes (a version with its index share). Records, not bytes: a `Sync` log spends a 4 KiB unit per
+    /// group, and counting its bytes froze tiny memtables over and over (97 flushes instead
+    /// of 4 for 2 M keys).
+    fn wal_budget_records(&self) -> u64 {
+        (self.config.memtable_bytes as u64 / 256).max(1024)
+    }
+
+    /// Records the log has written since the shard opened.
+    fn wal_records(&self) -> u64 {
         match &self.log {
-            ShardLog::Direct { wal, .. } => wal.counters().bytes,
+            ShardLog::Direct { wal, .. } => wal.counters().records,
             ShardLog::Mapped { commit, .. } => match &commit.lock().log {
-                LogHalf::Mapped(log) => log.counters().bytes,
+                LogHalf::Mapped(log) => log.counters().records,
                 LogHalf::Direct(_) => 0,
             },
         }
