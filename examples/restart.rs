@@ -102,6 +102,16 @@ fn fill(dir: &str, keys: u64, mode: WalSyncMode, kill: bool) -> lightning_db::Re
     );
     let (anon, file) = rss_split_mib();
     println!("RSS now: {anon:.0} MiB heap, {file:.0} MiB mapped files");
+    if std::env::var_os("RESTART_MALLOC_TRIM").is_some() {
+        // Diagnosis: how much of the heap is memory freed but kept by the allocator.
+        // Safety: malloc_trim only releases free memory at the allocator's discretion.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        let (anon, _) = rss_split_mib();
+        println!("after malloc_trim: {anon:.0} MiB heap");
+    }
     if kill {
         // Everything acknowledged is in the log; nothing is closed or flushed.
         // Safety: kill(2) on this process, with a signal that ends it.

@@ -199,6 +199,10 @@ impl<T: Keyed + 'static> HashIndex<T> {
         // Safety: replaced, so no reader that starts now finds it; readers that hold it are
         // pinned and `defer_destroy` waits for them; only the writer retires tables, once each.
         unsafe { guard.defer_destroy(old) };
+        // A table is large and retired rarely: hand it to the global queue now, or it waits in
+        // this thread's local bag until 64 more retirements fill it (hundreds of MiB across a
+        // few writer threads and a few memtables).
+        guard.flush();
     }
 }
 
