@@ -71,7 +71,13 @@ fn main() -> lightning_db::Result<()> {
 
 fn fill(dir: &str, keys: u64, mode: WalSyncMode, kill: bool) -> lightning_db::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
-    let config = LightningDbConfig { wal_sync_mode: mode, ..LightningDbConfig::default() };
+    // RESTART_MEMTABLE_MB sets memtable_bytes (0: never flush), for memory diagnosis.
+    let memtable_bytes = std::env::var("RESTART_MEMTABLE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(LightningDbConfig::default().memtable_bytes, |mb| mb << 20);
+    let config =
+        LightningDbConfig { wal_sync_mode: mode, memtable_bytes, ..LightningDbConfig::default() };
     let db = Database::open(dir, config)?;
     let started = Instant::now();
     std::thread::scope(|s| {

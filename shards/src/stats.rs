@@ -281,9 +281,9 @@ pub struct ShardStats {
     pub cache_misses: u64,
     /// Bytes the shard cache holds (gauge).
     pub cache_bytes: u64,
-    /// Approximate bytes held by the memtable.
+    /// Approximate bytes held by the memtables (the active one and one being flushed).
     pub memtable_bytes: u64,
-    /// Versions held by the memtable.
+    /// Versions held by the memtables (the active one and one being flushed).
     pub memtable_versions: u64,
     /// What recovery did when the shard opened.
     pub recovery: RecoveryStats,

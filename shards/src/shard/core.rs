@@ -657,8 +657,12 @@ impl<S: Storage> Shard<S> {
         s.flush.tree_free_pages = self.tree.free_pages() as u64;
         (s.cache_hits, s.cache_misses) = self.tree.cache_counts();
         s.cache_bytes = self.tree.cache_bytes() as u64;
-        s.memtable_bytes = self.memtable.approx_bytes() as u64;
-        s.memtable_versions = self.memtable.version_count() as u64;
+        // The frozen memtable too: it holds memory until its flush is published.
+        let frozen = self.frozen.as_ref().map(|f| &f.table);
+        s.memtable_bytes =
+            (self.memtable.approx_bytes() + frozen.map_or(0, |t| t.approx_bytes())) as u64;
+        s.memtable_versions =
+            (self.memtable.version_count() + frozen.map_or(0, |t| t.version_count())) as u64;
         s
     }
 
