@@ -518,7 +518,8 @@ impl GarbageCollector {
     }
 }
 
-fn below_upper(key: &[u8], upper: Bound<&[u8]>) -> bool {
+/// True when `key` is within `upper`.
+pub(crate) fn below_upper(key: &[u8], upper: Bound<&[u8]>) -> bool {
     match upper {
         Bound::Included(u) => key <= u,
         Bound::Excluded(u) => key < u,
@@ -526,7 +527,8 @@ fn below_upper(key: &[u8], upper: Bound<&[u8]>) -> bool {
     }
 }
 
-fn above_lower(key: &[u8], lower: Bound<&[u8]>) -> bool {
+/// True when `key` is within `lower`.
+pub(crate) fn above_lower(key: &[u8], lower: Bound<&[u8]>) -> bool {
     match lower {
         Bound::Included(l) => key >= l,
         Bound::Excluded(l) => key > l,

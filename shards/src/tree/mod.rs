@@ -37,7 +37,7 @@ use std::sync::{Arc, Weak};
 
 use crate::error::{Error, Result};
 use crate::io::{FileHandle, IoBuf, OpenHow, ReadAt, Storage};
-use crate::memtable::Direction;
+use crate::memtable::{above_lower, below_upper, Direction};
 use cache::PageCache;
 use page::{
     branch_entry_bytes, leaf_entry_bytes, Branch, ExtentRef, Kind, Leaf, Node, PageId, Value,
@@ -240,8 +240,8 @@ impl Root {
             };
             for (key, value) in entries {
                 let (past_start, before_end) = match direction {
-                    Direction::Forward => (above(key, lower), below(key, upper)),
-                    Direction::Reverse => (below(key, upper), above(key, lower)),
+                    Direction::Forward => (above_lower(key, lower), below_upper(key, upper)),
+                    Direction::Reverse => (below_upper(key, upper), above_lower(key, lower)),
                 };
                 if !past_start {
                     continue;
@@ -304,22 +304,6 @@ impl Root {
     }
 }
 
-fn above(key: &[u8], lower: Bound<&[u8]>) -> bool {
-    match lower {
-        Bound::Included(l) => key >= l,
-        Bound::Excluded(l) => key > l,
-        Bound::Unbounded => true,
-    }
-}
-
-fn below(key: &[u8], upper: Bound<&[u8]>) -> bool {
-    match upper {
-        Bound::Included(u) => key <= u,
-        Bound::Excluded(u) => key < u,
-        Bound::Unbounded => true,
-    }
-}
-
 /// What opening a tree found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeOpened {
@@ -362,6 +346,32 @@ const COMPACT_STEP_KEYS: usize = 16 * 1024;
 const WRITE_COALESCE_BYTES: usize = 1 << 20;
 
 impl<S: Storage> TreeWriter<S> {
+    /// A writer of the tree `current` publishes, with no free pages known yet.
+    fn with(
+        dir: &Path,
+        path: PathBuf,
+        file: Option<S::File>,
+        options: TreeOptions,
+        current: Arc<Root>,
+    ) -> TreeWriter<S> {
+        TreeWriter {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            options,
+            end_page: current.sb.end_page,
+            current,
+            old_roots: Vec::new(),
+            reusable: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            buf: Vec::new(),
+            body: Vec::new(),
+            pending: Vec::new(),
+            pending_at: 0,
+            ratio: 1.0,
+        }
+    }
+
     /// Opens shard `shard`'s tree in `dir`. Without a tree file the tree is empty, and the
     /// file is created by the first merge (a database that never flushes has none).
     pub fn open(
@@ -386,22 +396,7 @@ impl<S: Storage> TreeWriter<S> {
                 page_size: options.page_size,
                 cache: PageCache::new(options.cache_bytes),
             });
-            let writer = TreeWriter {
-                dir: dir.to_path_buf(),
-                path,
-                file: None,
-                options,
-                current,
-                old_roots: Vec::new(),
-                reusable: BTreeSet::new(),
-                waiting: BTreeMap::new(),
-                end_page: sb.end_page,
-                buf: Vec::new(),
-                body: Vec::new(),
-                pending: Vec::new(),
-                pending_at: 0,
-                ratio: 1.0,
-            };
+            let writer = TreeWriter::with(dir, path, None, options, current);
             return Ok((writer, TreeOpened { superblock: sb, other_slot_invalid: None }));
         }
         let file =
@@ -456,22 +451,7 @@ impl<S: Storage> TreeWriter<S> {
             page_size: options.page_size,
             cache: PageCache::new(options.cache_bytes),
         });
-        let mut writer = TreeWriter {
-            dir: dir.to_path_buf(),
-            path,
-            file: Some(file),
-            options,
-            current,
-            old_roots: Vec::new(),
-            reusable: BTreeSet::new(),
-            waiting: BTreeMap::new(),
-            end_page: sb.end_page,
-            buf: Vec::new(),
-            body: Vec::new(),
-            pending: Vec::new(),
-            pending_at: 0,
-            ratio: 1.0,
-        };
+        let mut writer = TreeWriter::with(dir, path, Some(file), options, current);
         if let Some(list) = sb.free_list {
             match writer.current.read_node(list)? {
                 Node::FreeList(pages) => {
@@ -754,14 +734,7 @@ impl<S: Storage> TreeWriter<S> {
             return Ok(());
         }
         let len = self.pending.len();
-        let mut io_buf = IoBuf::zeroed(len).ok_or_else(|| {
-            Error::io(
-                "allocate a tree write buffer",
-                &self.path,
-                std::io::ErrorKind::OutOfMemory.into(),
-            )
-        })?;
-        io_buf.as_mut_slice()[..len].copy_from_slice(&self.pending);
+        let io_buf = aligned_copy(&self.pending, &self.path)?;
         self.pending.clear();
         let offset = self.pending_at * self.options.page_size as u64;
         let file = self.file.as_ref().ok_or_else(|| no_file(&self.path))?;
@@ -1025,14 +998,7 @@ impl<S: Storage> TreeWriter<S> {
             free_list,
             entries,
         };
-        let mut io_buf = IoBuf::zeroed(SUPERBLOCK_BYTES).ok_or_else(|| {
-            Error::io(
-                "allocate a tree write buffer",
-                &self.path,
-                std::io::ErrorKind::OutOfMemory.into(),
-            )
-        })?;
-        io_buf.as_mut_slice()[..SUPERBLOCK_BYTES].copy_from_slice(&sb.encode());
+        let io_buf = aligned_copy(&sb.encode(), &self.path)?;
         io.write_at(
             file,
             sb.slot() * self.options.page_size as u64,
@@ -1049,6 +1015,15 @@ const EXTENT_REF_PLUS_COUNT: usize = 4 + page::EXTENT_REF_BYTES;
 
 fn free_extent(freed: &mut Vec<PageId>, at: ExtentRef) {
     freed.extend(at.page..at.page + u64::from(at.pages));
+}
+
+/// `bytes` in an aligned buffer (the file is open with `O_DIRECT`).
+fn aligned_copy(bytes: &[u8], path: &Path) -> Result<IoBuf> {
+    let mut buf = IoBuf::zeroed(bytes.len()).ok_or_else(|| {
+        Error::io("allocate a tree write buffer", path, std::io::ErrorKind::OutOfMemory.into())
+    })?;
+    buf.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+    Ok(buf)
 }
 
 fn no_file(path: &Path) -> Error {

@@ -493,13 +493,15 @@ fn decode_free_list(body: &[u8]) -> Result<Vec<(PageId, u64)>, PageError> {
     Ok(pages)
 }
 
-fn le4(b: &[u8]) -> [u8; 4] {
+/// The first 4 bytes of `b` (callers check the length).
+pub(super) fn le4(b: &[u8]) -> [u8; 4] {
     let mut out = [0u8; 4];
     out.copy_from_slice(&b[..4]);
     out
 }
 
-fn le8(b: &[u8]) -> [u8; 8] {
+/// The first 8 bytes of `b` (callers check the length).
+pub(super) fn le8(b: &[u8]) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&b[..8]);
     out

@@ -6,7 +6,7 @@
 //! slot with the higher generation wins; an all-zero slot was never written; anything else
 //! that fails its checksum is a torn (or damaged) write.
 
-use super::page::{ExtentRef, PageError, PageId};
+use super::page::{le4, le8, ExtentRef, PageError, PageId};
 
 /// `TREE_FORMAT_VERSION` in `docs/FORMAT.md`.
 pub const TREE_FORMAT_VERSION: u32 = 1;
@@ -185,18 +185,6 @@ fn get_ref(b: &[u8]) -> Option<ExtentRef> {
     let pages = u32::from_le_bytes(le4(&b[8..12]));
     let crc = u32::from_le_bytes(le4(&b[12..16]));
     (pages != 0).then_some(ExtentRef { page, pages, crc })
-}
-
-fn le4(b: &[u8]) -> [u8; 4] {
-    let mut out = [0u8; 4];
-    out.copy_from_slice(&b[..4]);
-    out
-}
-
-fn le8(b: &[u8]) -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&b[..8]);
-    out
 }
 
 /// Which superblock to use, from the two slots. `Err` when neither is valid (both torn or
