@@ -8,6 +8,7 @@
 //! after the WAL reached the write in its mode's sense (`shard::core`). Snapshots and the GC
 //! watermark are timestamps, never log positions.
 
+use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -103,6 +104,7 @@ impl Layers {
         direction: Direction,
         limit: usize,
     ) -> Result<Chunk> {
+        let limit = limit.max(1);
         if self.frozen.is_empty() && self.tree.is_none() {
             return Ok(self.active.chunk(lower, upper, ts, direction, limit));
         }
@@ -131,23 +133,45 @@ impl Layers {
                 }
             }
         }
-        let mut merged: std::collections::BTreeMap<Vec<u8>, (usize, Option<Vec<u8>>)> =
-            std::collections::BTreeMap::new();
-        for (layer, part) in parts.into_iter().enumerate() {
-            for (key, value) in part.entries {
-                let k = key.as_slice();
-                if cut.as_ref().is_some_and(|c| ahead(k, c)) {
-                    break;
+        // A k-way merge of the layers' chunks, each already in `direction` order: the
+        // first key in that order is taken from the newest layer holding it, and the same key
+        // in older layers is dropped (a newer version or tombstone hides it).
+        let mut queues: Vec<VecDeque<(KeyBytes, Option<Vec<u8>>)>> =
+            parts.into_iter().map(|p| p.entries.into()).collect();
+        let mut out = Chunk {
+            entries: Vec::with_capacity(queues.iter().map(VecDeque::len).max().unwrap_or(0)),
+            resume_after: None,
+        };
+        loop {
+            let mut best: Option<usize> = None;
+            for i in 0..queues.len() {
+                let Some((key, _)) = queues[i].front() else { continue };
+                if cut.as_ref().is_some_and(|c| ahead(key.as_slice(), c)) {
+                    queues[i].clear();
+                    continue;
                 }
-                merged.entry(k.to_vec()).or_insert((layer, value));
+                let first = best
+                    .and_then(|b| queues[b].front())
+                    .is_none_or(|(bk, _)| ahead(bk.as_slice(), key.as_slice()));
+                if first {
+                    best = Some(i);
+                }
             }
-        }
-        let mut out = Chunk::default();
-        let visible =
-            merged.into_iter().filter_map(|(k, (_, v))| v.map(|v| (KeyBytes::new(&k), v)));
-        match direction {
-            Direction::Forward => out.entries.extend(visible),
-            Direction::Reverse => out.entries.extend(visible.rev()),
+            let Some(b) = best else { break };
+            let Some((key, value)) = queues[b].pop_front() else { break };
+            for q in queues.iter_mut().skip(b + 1) {
+                if q.front().is_some_and(|(k, _)| k.as_slice() == key.as_slice()) {
+                    q.pop_front();
+                }
+            }
+            if let Some(v) = value {
+                if out.entries.len() == limit {
+                    // Full: the next chunk starts after the last key returned.
+                    out.resume_after = out.entries.last().map(|(k, _)| k.as_slice().to_vec());
+                    return Ok(out);
+                }
+                out.entries.push((key, v));
+            }
         }
         out.resume_after = cut;
         Ok(out)
@@ -281,5 +305,54 @@ mod tests {
         assert_eq!(v.gc_watermark(), Ts::new(5));
         drop(s);
         assert_eq!(v.gc_watermark(), Ts::new(9));
+    }
+
+    /// Chunks of every size, both directions, over an active memtable above two frozen ones
+    /// (overwrites, tombstones, keys in one layer only) against the expected merge.
+    #[test]
+    fn layer_chunks_merge_newest_first() {
+        let (old, mut w_old, _) = Memtable::create();
+        let (mid, mut w_mid, _) = Memtable::create();
+        let (new, mut w_new, _) = Memtable::create();
+        let v = |s: &'static str| Some(s.as_bytes().into());
+        for k in ["a", "b", "c", "d", "f"] {
+            w_old.insert(k.as_bytes(), Ts::new(1), v("old"));
+        }
+        w_mid.insert(b"b", Ts::new(2), None);
+        w_mid.insert(b"d", Ts::new(2), v("mid"));
+        w_mid.insert(b"e", Ts::new(2), v("mid"));
+        w_new.insert(b"a", Ts::new(3), None);
+        w_new.insert(b"b", Ts::new(3), v("new"));
+        w_new.insert(b"f", Ts::new(3), None);
+        w_new.insert(b"g", Ts::new(3), v("new"));
+        let layers = Layers { active: new, frozen: vec![mid, old], tree: None };
+        let want: Vec<(&[u8], &[u8])> =
+            vec![(b"b", b"new"), (b"c", b"old"), (b"d", b"mid"), (b"e", b"mid"), (b"g", b"new")];
+        for direction in [Direction::Forward, Direction::Reverse] {
+            for limit in 1..=6 {
+                let mut got = Vec::new();
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let bound = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                    let (lo, hi) = match direction {
+                        Direction::Forward => (bound, Bound::Unbounded),
+                        Direction::Reverse => (Bound::Unbounded, bound),
+                    };
+                    let c = layers.chunk(lo, hi, Ts::new(3), direction, limit).unwrap();
+                    assert!(c.entries.len() <= limit);
+                    got.extend(c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v)));
+                    match c.resume_after {
+                        Some(k) => after = Some(k),
+                        None => break,
+                    }
+                }
+                let mut expect: Vec<(Vec<u8>, Vec<u8>)> =
+                    want.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+                if direction == Direction::Reverse {
+                    expect.reverse();
+                }
+                assert_eq!(got, expect, "{direction:?} limit {limit}");
+            }
+        }
     }
 }

@@ -310,7 +310,7 @@ impl Memtable {
         make: impl Fn(&KeyBytes, Option<&[u8]>) -> Option<E>,
     ) -> (Vec<E>, Option<Vec<u8>>) {
         let mut scan = ChunkBuilder {
-            out: Vec::new(),
+            out: Vec::with_capacity(limit.clamp(1, 1024)),
             resume_after: None,
             limit: limit.max(1),
             last: None,
@@ -378,11 +378,12 @@ impl<'t, E, F: Fn(&KeyBytes, Option<&[u8]>) -> Option<E>> ChunkBuilder<'t, E, F>
     /// the chunk is full (then `resume_after` is the key examined before it).
     fn offer(&mut self, entry: &'t KeyEntry, snapshot: Ts, guard: &crossbeam_epoch::Guard) -> bool {
         if let Visible::At(v) = entry.versions.visible(snapshot, guard) {
+            if self.out.len() == self.limit {
+                // Full before copying this one: the next chunk examines it again.
+                self.resume_after = self.last.map(|e| e.key().to_vec());
+                return false;
+            }
             if let Some(made) = (self.make)(&entry.key, v.value()) {
-                if self.out.len() == self.limit {
-                    self.resume_after = self.last.map(|e| e.key().to_vec());
-                    return false;
-                }
                 self.out.push(made);
             }
         }

@@ -234,18 +234,23 @@ impl Root {
             };
             first = false;
             let Node::Leaf(leaf) = &*leaf else { return Ok(out) };
+            // Where the range starts in this leaf (a binary search: only the first leaf can
+            // start inside), then entries in direction order up to the far bound.
             let entries: Box<dyn Iterator<Item = &(Vec<u8>, Value)>> = match direction {
-                Direction::Forward => Box::new(leaf.entries.iter()),
-                Direction::Reverse => Box::new(leaf.entries.iter().rev()),
+                Direction::Forward => {
+                    let from = leaf.entries.partition_point(|(k, _)| !above_lower(k, lower));
+                    Box::new(leaf.entries[from..].iter())
+                }
+                Direction::Reverse => {
+                    let to = leaf.entries.partition_point(|(k, _)| below_upper(k, upper));
+                    Box::new(leaf.entries[..to].iter().rev())
+                }
             };
             for (key, value) in entries {
-                let (past_start, before_end) = match direction {
-                    Direction::Forward => (above_lower(key, lower), below_upper(key, upper)),
-                    Direction::Reverse => (below_upper(key, upper), above_lower(key, lower)),
+                let before_end = match direction {
+                    Direction::Forward => below_upper(key, upper),
+                    Direction::Reverse => above_lower(key, lower),
                 };
-                if !past_start {
-                    continue;
-                }
                 if !before_end {
                     return Ok(out);
                 }

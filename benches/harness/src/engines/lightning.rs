@@ -37,6 +37,13 @@ impl Lightning {
             config.shards = cfg.shards;
         }
         config.pin_shards = cfg.pin_shards;
+        // The memtable budget per shard, to measure reads of data flushed to the tree with a
+        // data set smaller than the default 64 MiB memtables.
+        if let Some(mb) =
+            std::env::var("LIGHTNING_MEMTABLE_MB").ok().and_then(|v| v.parse::<usize>().ok())
+        {
+            config.memtable_bytes = mb << 20;
+        }
         if let Some(us) = cfg.spin_us {
             config.spin_before_park_us = us;
         }
@@ -54,12 +61,13 @@ impl Lightning {
             Mode::Async => "WalSyncMode::Async: reply after the memtable apply, WAL copied right after, fdatasync every 100 ms",
         };
         let describe = format!(
-            "lightning_db {}: {meaning}; {} shards ({}, idle poll {} us); cache {} MiB (no cache below the memtable yet)",
+            "lightning_db {}: {meaning}; {} shards ({}, idle poll {} us); cache {} MiB; memtables {} MiB per shard",
             env!("CARGO_PKG_VERSION"),
             db.shard_count(),
             if config.pin_shards { "pinned" } else { "unpinned" },
             config.spin_before_park_us,
-            config.cache_size >> 20
+            config.cache_size >> 20,
+            config.memtable_bytes >> 20
         );
         Ok(Lightning { db, describe, baseline: Mutex::new(None) })
     }
