@@ -314,7 +314,7 @@ mod tests {
         let (old, mut w_old, _) = Memtable::create();
         let (mid, mut w_mid, _) = Memtable::create();
         let (new, mut w_new, _) = Memtable::create();
-        let v = |s: &'static str| Some(s.as_bytes().into());
+        let v = |s: &'static str| Some(s.as_bytes());
         for k in ["a", "b", "c", "d", "f"] {
             w_old.insert(k.as_bytes(), Ts::new(1), v("old"));
         }
