@@ -73,8 +73,26 @@ impl<'db> Snapshot<'db> {
     }
 
     /// The values of several keys as of this snapshot, in the order given.
+    /// Each shard answers its keys together, so the misses of its on-disk tree are read in
+    /// flight together.
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
-        keys.iter().map(|k| self.get(k)).collect()
+        for k in keys {
+            self.db.check_key(k.as_ref())?;
+        }
+        // Positions of the keys, by shard.
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.guard.shards().len()];
+        for (i, k) in keys.iter().enumerate() {
+            by_shard[self.db.shard_index(k.as_ref())].push(i);
+        }
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        for (shard, positions) in by_shard.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+            let asked: Vec<&[u8]> = positions.iter().map(|&i| keys[i].as_ref()).collect();
+            let values = self.guard.shard(shard).multi_get(&asked)?;
+            for (&i, v) in positions.iter().zip(values) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
     }
 
     /// Entries with `start <= key < end` (`None`: unbounded) as of this snapshot, in key order;

@@ -76,6 +76,41 @@ impl Layers {
         Ok(if newer { Layered::AbsentBelowNewer } else { Layered::Absent })
     }
 
+    /// [`get`](Self::get) of several keys: the memtables answer each key they hold, the rest
+    /// go to the tree together ([`Root::get_many`]: its misses are read in flight together).
+    pub fn get_many(&self, keys: &[&[u8]], ts: Ts) -> Result<Vec<Layered>> {
+        let mut out = Vec::with_capacity(keys.len());
+        // Keys no memtable answered, by position.
+        let mut below = Vec::new();
+        'keys: for (i, key) in keys.iter().enumerate() {
+            let mut newer = false;
+            for m in self.memtables() {
+                match m.get(key, ts) {
+                    Lookup::Found(v) => {
+                        out.push(Layered::Value(v));
+                        continue 'keys;
+                    }
+                    Lookup::Deleted => {
+                        out.push(Layered::Absent);
+                        continue 'keys;
+                    }
+                    Lookup::Missing { newest_invisible } => newer |= newest_invisible.is_some(),
+                }
+            }
+            out.push(if newer { Layered::AbsentBelowNewer } else { Layered::Absent });
+            below.push(i);
+        }
+        if let (Some(tree), false) = (&self.tree, below.is_empty()) {
+            let asked: Vec<&[u8]> = below.iter().map(|&i| keys[i]).collect();
+            for (i, value) in below.into_iter().zip(tree.get_many(&asked)?) {
+                if let Some(v) = value {
+                    out[i] = Layered::Value(v);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The timestamp of `key`'s newest version, visible or not, for a transaction's conflict
     /// check. A key not in a memtable may have been written up to the tree's checkpoint (the
     /// tree keeps no per-key timestamp), so that is what it answers: a conservative conflict.

@@ -126,6 +126,16 @@ pub trait Engine: Send + Sync {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()>;
     /// Point read: copies the value into `out` on a hit.
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool>;
+    /// Point reads of several keys in one call; returns how many were found. By default one
+    /// `get` after another; an engine with a batched read overrides it.
+    fn multi_get(&self, keys: &[Vec<u8>]) -> Result<usize> {
+        let mut out = Vec::new();
+        let mut found = 0;
+        for k in keys {
+            found += usize::from(self.get(k, &mut out)?);
+        }
+        Ok(found)
+    }
     /// Remove.
     fn delete(&self, key: &[u8]) -> Result<()>;
     /// Apply `ops` atomically (as far as the engine can: lightning is atomic per shard).

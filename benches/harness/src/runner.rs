@@ -595,6 +595,13 @@ fn issue(
             e.write_batch(&ops)
         }
         Op::Transfer => transfer(ctx, chooser, rng),
+        Op::MultiGet => {
+            let inserted = ctx.inserted.load(Ordering::Relaxed);
+            let keys: Vec<Vec<u8>> = (0..workload::MULTI_GET_KEYS)
+                .map(|_| workload::key(chooser.next(rng, inserted), kb))
+                .collect();
+            e.multi_get(&keys).map(|_| ())
+        }
     }
 }
 
@@ -676,6 +683,7 @@ fn report(
                 * match name {
                     "fillbatch" => p.batch_size as f64,
                     "scan" | "readseq" | "ycsb_e" => p.scan_len as f64,
+                    "multiget" => workload::MULTI_GET_KEYS as f64,
                     _ => 1.0,
                 }
         }

@@ -245,7 +245,12 @@ pub enum Op {
     Batch,
     /// Move an amount between two accounts in one transaction (read both, write both).
     Transfer,
+    /// Point reads of [`MULTI_GET_KEYS`] existing keys in one call.
+    MultiGet,
 }
+
+/// Keys per `multiget` operation.
+pub const MULTI_GET_KEYS: usize = 32;
 
 impl Op {
     /// Name in reports.
@@ -259,11 +264,12 @@ impl Op {
             Op::ReadMissing => "read_missing",
             Op::Batch => "batch",
             Op::Transfer => "transfer",
+            Op::MultiGet => "multiget",
         }
     }
 
     /// Every op, in report order.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Op::Read,
         Op::Update,
         Op::Insert,
@@ -272,6 +278,7 @@ impl Op {
         Op::ReadMissing,
         Op::Batch,
         Op::Transfer,
+        Op::MultiGet,
     ];
 
     /// Index into per-op arrays.
@@ -329,17 +336,21 @@ impl WorkloadSpec {
     /// True when the workload never writes in its measured phase (its figures do not depend
     /// on the durability mode).
     pub fn read_only(&self) -> bool {
-        self.mix.0.iter().all(|(op, _)| matches!(op, Op::Read | Op::Scan | Op::ReadMissing))
+        self.mix
+            .0
+            .iter()
+            .all(|(op, _)| matches!(op, Op::Read | Op::Scan | Op::ReadMissing | Op::MultiGet))
     }
 }
 
 /// Every workload the harness knows.
-pub const WORKLOADS: [&str; 18] = [
+pub const WORKLOADS: [&str; 19] = [
     "fillseq",
     "fillrandom",
     "fillbatch",
     "overwrite",
     "readrandom",
+    "multiget",
     "readmissing",
     "readseq",
     "scan",
@@ -371,6 +382,7 @@ pub fn spec(name: &str) -> Option<WorkloadSpec> {
         "fillbatch" => w("fillbatch", false, vec![(Batch, 1.0)], "uniform", false),
         "overwrite" => w("overwrite", true, vec![(Update, 1.0)], "uniform", false),
         "readrandom" => w("readrandom", true, vec![(Read, 1.0)], "uniform", false),
+        "multiget" => w("multiget", true, vec![(MultiGet, 1.0)], "uniform", false),
         "readmissing" => w("readmissing", true, vec![(ReadMissing, 1.0)], "uniform", false),
         "readseq" => w("readseq", true, vec![(Scan, 1.0)], "sequential", true),
         "scan" => w("scan", true, vec![(Scan, 1.0)], "uniform", false),

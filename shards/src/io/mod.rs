@@ -246,6 +246,13 @@ pub struct IoDone {
 pub trait ReadAt: Send + Sync {
     /// Exactly `len` bytes from `offset` (an error past the end of the file).
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+
+    /// Each request `(offset, len)` as [`read_at`](Self::read_at) answers it, in order. The
+    /// real disk keeps them in flight together (the device queue fills); by default one at a
+    /// time.
+    fn read_many(&self, reqs: &[(u64, usize)]) -> Vec<io::Result<Vec<u8>>> {
+        reqs.iter().map(|&(offset, len)| self.read_at(offset, len)).collect()
+    }
 }
 
 /// The one interface between a shard and the outside world: files, the clock, randomness.

@@ -150,6 +150,20 @@ impl ShardSnapshot {
         }
     }
 
+    /// The values of several keys at this snapshot, in the order given; the tree's cache
+    /// misses among them are read in flight together.
+    pub fn multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        Ok(self
+            .layers
+            .get_many(keys, self.ts)?
+            .into_iter()
+            .map(|l| match l {
+                Layered::Value(v) => Some(v),
+                Layered::Absent | Layered::AbsentBelowNewer => None,
+            })
+            .collect())
+    }
+
     /// The snapshot's timestamp.
     pub fn ts(&self) -> Ts {
         self.ts

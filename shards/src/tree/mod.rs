@@ -146,15 +146,37 @@ impl Root {
 
     /// Reads and checks the extent `at` from the file (never the cache).
     fn read_node(&self, at: ExtentRef) -> Result<Node> {
+        let (offset, len) = self.span(at)?;
+        let reader = self.reader(at)?;
+        self.check(at, reader.read_at(offset, len))
+    }
+
+    /// Reads and checks several extents from the file, in flight together.
+    fn read_nodes(&self, at: &[ExtentRef]) -> Result<Vec<Node>> {
+        let Some(&first) = at.first() else { return Ok(Vec::new()) };
+        let reader = self.reader(first)?;
+        let spans = at.iter().map(|&a| self.span(a)).collect::<Result<Vec<_>>>()?;
+        let reads = reader.read_many(&spans);
+        at.iter().zip(reads).map(|(&a, read)| self.check(a, read)).collect()
+    }
+
+    /// The byte offset and length of the extent `at` in the file.
+    fn span(&self, at: ExtentRef) -> Result<(u64, usize)> {
         let offset = at.page.checked_mul(self.page_size as u64);
         let len = (at.pages as usize).checked_mul(self.page_size);
-        let (Some(offset), Some(len)) = (offset, len) else {
-            return Err(self.corrupt(at, "pointer out of range"));
-        };
-        let Some(reader) = &self.reader else {
-            return Err(self.corrupt(at, "a read of a tree that has no file"));
-        };
-        let bytes = reader.read_at(offset, len).map_err(|e| match e.kind() {
+        match (offset, len) {
+            (Some(offset), Some(len)) => Ok((offset, len)),
+            _ => Err(self.corrupt(at, "pointer out of range")),
+        }
+    }
+
+    fn reader(&self, at: ExtentRef) -> Result<&Arc<dyn ReadAt>> {
+        self.reader.as_ref().ok_or_else(|| self.corrupt(at, "a read of a tree that has no file"))
+    }
+
+    /// The extent `at` decoded from what a read of it answered, checked.
+    fn check(&self, at: ExtentRef, read: std::io::Result<Vec<u8>>) -> Result<Node> {
+        let bytes = read.map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => self.corrupt(at, "past the end of the file"),
             _ => Error::io("read tree extent", &self.file, e),
         })?;
@@ -187,6 +209,57 @@ impl Root {
                     };
                 }
                 _ => return Err(self.corrupt(at, "a tree pointer to a non-node extent")),
+            }
+        }
+    }
+
+    /// The values of several keys (`None`: not in the tree), in the order given. The keys
+    /// descend together, a level at a time: the extents they miss in the cache at one level
+    /// are read in flight together (`ReadAt::read_many`), then each key goes on.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        let Some((root, _)) = self.sb.root else { return Ok(out) };
+        // Where each key still descending is; `None` once answered.
+        let mut at: Vec<Option<ExtentRef>> = vec![Some(root); keys.len()];
+        // Extents this call read, kept here too: a cache smaller than one level's misses
+        // could evict them before their keys move on.
+        let mut fetched: std::collections::HashMap<ExtentRef, Arc<Node>> =
+            std::collections::HashMap::new();
+        loop {
+            let mut misses: Vec<ExtentRef> = Vec::new();
+            for (i, key) in keys.iter().enumerate() {
+                while let Some(a) = at[i] {
+                    let node = match fetched.get(&a).cloned().or_else(|| self.cache.get(&a)) {
+                        Some(node) => node,
+                        None => {
+                            if !misses.contains(&a) {
+                                misses.push(a);
+                            }
+                            break;
+                        }
+                    };
+                    match &*node {
+                        Node::Branch { branch, .. } => {
+                            let child = branch.separators.partition_point(|s| &s[..] <= *key);
+                            at[i] = Some(branch.children[child]);
+                        }
+                        Node::Leaf(leaf) => {
+                            at[i] = None;
+                            if let Ok(j) = leaf.entries.binary_search_by(|(k, _)| k[..].cmp(key)) {
+                                out[i] = Some(self.value(&leaf.entries[j].1)?);
+                            }
+                        }
+                        _ => return Err(self.corrupt(a, "a tree pointer to a non-node extent")),
+                    }
+                }
+            }
+            if misses.is_empty() {
+                return Ok(out);
+            }
+            for (a, node) in misses.iter().zip(self.read_nodes(&misses)?) {
+                let node = Arc::new(node);
+                self.cache.insert(*a, node.clone());
+                fetched.insert(*a, node);
             }
         }
     }

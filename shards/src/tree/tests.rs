@@ -91,8 +91,61 @@ fn check(root: &Root, model: &Model) {
         assert_eq!(root.get(k).unwrap().as_ref(), Some(v));
     }
     assert_eq!(root.get(b"absent").unwrap(), None);
+    check_get_many(root, model);
     assert_eq!(root.superblock().entries, model.len() as u64);
     root.verify().unwrap();
+}
+
+/// `get_many` of every third key of the model, keys it lacks and a repeated key, out of
+/// order, answers what the model holds.
+fn check_get_many(root: &Root, model: &Model) {
+    let mut keys: Vec<Vec<u8>> = model.keys().step_by(3).cloned().collect();
+    keys.push(b"absent".to_vec());
+    keys.push(b"key-".to_vec());
+    keys.push(b"\xff\xff".to_vec());
+    if let Some(first) = model.keys().next() {
+        keys.push(first.clone());
+    }
+    keys.reverse();
+    let asked: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let got = root.get_many(&asked).unwrap();
+    assert_eq!(got.len(), keys.len());
+    for (k, v) in keys.iter().zip(got) {
+        assert_eq!(v.as_ref(), model.get(k), "get_many of {}", String::from_utf8_lossy(k));
+    }
+}
+
+#[test]
+fn get_many_with_a_cache_smaller_than_its_misses() {
+    let disk = SimDisk::new(3);
+    let mut io = disk.storage();
+    io.create_dir_all(&dir()).unwrap();
+    let tiny = TreeOptions { cache_bytes: 4096, ..options(false) };
+    let (mut tree, _) = TreeWriter::open(&mut io, &dir(), 0, tiny).unwrap();
+    let mut rng = SimRng::new(11);
+    let mut model = Model::new();
+    for round in 0..4u64 {
+        let batch = updates(&mut rng, &mut model, 2000, 5000);
+        tree.merge(&mut io, &batch, round + 2, round).unwrap();
+    }
+    assert!(tree.root().superblock().root.is_some_and(|(_, h)| h >= 2), "a tree of height 1");
+    check_get_many(&tree.root(), &model);
+    // Damaged leaves are reported by `get_many` as by `get` (every leaf, so at least one is
+    // read from the file rather than found in the cache).
+    let root = tree.root();
+    let path = dir().join(TREE_FILE);
+    let bytes = disk.read(&path).unwrap();
+    for at in root.verify().unwrap() {
+        let offset = at.page as usize * 4096;
+        if page::header(&bytes[offset..]).unwrap().kind == Kind::Leaf {
+            disk.damage(&path, offset + PAGE_HEADER_BYTES + 3, 0x10).unwrap();
+        }
+    }
+    let keys: Vec<&[u8]> = model.keys().map(Vec::as_slice).collect();
+    match root.get_many(&keys) {
+        Err(Error::Corruption { .. }) => {}
+        other => panic!("a flipped byte in a leaf gave {:?}", other.map(|v| v.len())),
+    }
 }
 
 #[test]

@@ -133,6 +133,10 @@ impl Engine for Lightning {
         self.db.shard_count() > 1 && self.db.shard_for_key(a) == self.db.shard_for_key(b)
     }
 
+    fn multi_get(&self, keys: &[Vec<u8>]) -> Result<usize> {
+        Ok(self.db.multi_get(keys).map_err(err)?.iter().filter(|v| v.is_some()).count())
+    }
+
     fn scan(
         &self,
         start: &[u8],

@@ -6,6 +6,7 @@
 //! completed (or been leaked) and the registration is gone before the registered buffers are
 //! freed.
 
+mod batch;
 mod mapped;
 mod ring;
 
@@ -37,16 +38,11 @@ struct SharedReader {
 
 impl ReadAt for SharedReader {
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        if !self.direct {
-            let mut out = vec![0u8; len];
-            self.file.read_exact_at(&mut out, offset)?;
-            return Ok(out);
-        }
-        let mut buf =
-            AlignedBuf::zeroed(len).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        let aligned = &mut buf.as_mut_slice()[..len.next_multiple_of(SECTOR_BYTES)];
-        self.file.read_exact_at(aligned, offset)?;
-        Ok(aligned[..len].to_vec())
+        batch::read_one(&self.file, self.direct, offset, len)
+    }
+
+    fn read_many(&self, reqs: &[(u64, usize)]) -> Vec<io::Result<Vec<u8>>> {
+        batch::read_many(&self.file, self.direct, reqs)
     }
 }
 
