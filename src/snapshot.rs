@@ -73,8 +73,8 @@ impl<'db> Snapshot<'db> {
     }
 
     /// The values of several keys as of this snapshot, in the order given.
-    /// Each shard answers its keys together, so the misses of its on-disk tree are read in
-    /// flight together.
+    /// The shards answer their keys together, so the misses of every shard's on-disk tree are
+    /// read in flight together.
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
         for k in keys {
             self.db.check_key(k.as_ref())?;
@@ -84,11 +84,18 @@ impl<'db> Snapshot<'db> {
         for (i, k) in keys.iter().enumerate() {
             by_shard[self.db.shard_index(k.as_ref())].push(i);
         }
+        let asked: Vec<(usize, Vec<&[u8]>)> = by_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(shard, p)| (shard, p.iter().map(|&i| keys[i].as_ref()).collect()))
+            .collect();
+        let parts: Vec<(&ShardSnapshot, &[&[u8]])> =
+            asked.iter().map(|(shard, k)| (self.guard.shard(*shard), k.as_slice())).collect();
+        let answers = ShardSnapshot::multi_get_across(&parts)?;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
-        for (shard, positions) in by_shard.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
-            let asked: Vec<&[u8]> = positions.iter().map(|&i| keys[i].as_ref()).collect();
-            let values = self.guard.shard(shard).multi_get(&asked)?;
-            for (&i, v) in positions.iter().zip(values) {
+        for ((shard, _), values) in asked.iter().zip(answers) {
+            for (&i, v) in by_shard[*shard].iter().zip(values) {
                 out[i] = v;
             }
         }

@@ -76,11 +76,10 @@ impl Layers {
         Ok(if newer { Layered::AbsentBelowNewer } else { Layered::Absent })
     }
 
-    /// [`get`](Self::get) of several keys: the memtables answer each key they hold, the rest
-    /// go to the tree together ([`Root::get_many`]: its misses are read in flight together).
-    pub fn get_many(&self, keys: &[&[u8]], ts: Ts) -> Result<Vec<Layered>> {
+    /// What the memtables say of each key, and the positions of the keys they do not
+    /// answer (the tree's to answer).
+    fn memtables_many(&self, keys: &[&[u8]], ts: Ts) -> (Vec<Layered>, Vec<usize>) {
         let mut out = Vec::with_capacity(keys.len());
-        // Keys no memtable answered, by position.
         let mut below = Vec::new();
         'keys: for (i, key) in keys.iter().enumerate() {
             let mut newer = false;
@@ -100,15 +99,7 @@ impl Layers {
             out.push(if newer { Layered::AbsentBelowNewer } else { Layered::Absent });
             below.push(i);
         }
-        if let (Some(tree), false) = (&self.tree, below.is_empty()) {
-            let asked: Vec<&[u8]> = below.iter().map(|&i| keys[i]).collect();
-            for (i, value) in below.into_iter().zip(tree.get_many(&asked)?) {
-                if let Some(v) = value {
-                    out[i] = Layered::Value(v);
-                }
-            }
-        }
-        Ok(out)
+        (out, below)
     }
 
     /// The timestamp of `key`'s newest version, visible or not, for a transaction's conflict
@@ -211,6 +202,43 @@ impl Layers {
         out.resume_after = cut;
         Ok(out)
     }
+}
+
+/// [`Layers::get`] of several keys in several shards' layers, each part `(layers, snapshot,
+/// keys)`: the memtables answer each key they hold, and the keys left go down the trees
+/// together, so the cache misses of every part are read in flight together
+/// ([`tree::get_many_across`](crate::tree::get_many_across)). Answers per part, in order.
+pub fn get_many_across(parts: &[(&Layers, Ts, &[&[u8]])]) -> Result<Vec<Vec<Layered>>> {
+    let mut answers = Vec::with_capacity(parts.len());
+    let mut below = Vec::with_capacity(parts.len());
+    let mut asked: Vec<Vec<&[u8]>> = Vec::with_capacity(parts.len());
+    for &(layers, ts, keys) in parts {
+        let (out, left) = layers.memtables_many(keys, ts);
+        asked.push(if layers.tree.is_some() {
+            left.iter().map(|&i| keys[i]).collect()
+        } else {
+            Vec::new()
+        });
+        answers.push(out);
+        below.push(left);
+    }
+    let mut descents = Vec::new();
+    let mut which = Vec::new();
+    for (p, &(layers, _, _)) in parts.iter().enumerate() {
+        if let (Some(tree), false) = (&layers.tree, asked[p].is_empty()) {
+            descents.push(crate::tree::Descent::new(tree, &asked[p]));
+            which.push(p);
+        }
+    }
+    crate::tree::get_many_across(&mut descents)?;
+    for (p, descent) in which.into_iter().zip(descents) {
+        for (&i, value) in below[p].iter().zip(descent.into_values()) {
+            if let Some(v) = value {
+                answers[p][i] = Layered::Value(v);
+            }
+        }
+    }
+    Ok(answers)
 }
 
 /// The shard's published state.

@@ -253,6 +253,39 @@ pub trait ReadAt: Send + Sync {
     fn read_many(&self, reqs: &[(u64, usize)]) -> Vec<io::Result<Vec<u8>>> {
         reqs.iter().map(|&(offset, len)| self.read_at(offset, len)).collect()
     }
+
+    /// The open file and whether it is `O_DIRECT`, when reads of it may join a batch across
+    /// files ([`read_across`]); `None` (the default) keeps each reader's reads to itself.
+    fn file(&self) -> Option<(&std::fs::File, bool)> {
+        None
+    }
+}
+
+/// One reader's part of a [`read_across`] batch: the reader and its `(offset, len)` requests.
+pub type ReadGroup<'a> = (&'a dyn ReadAt, Vec<(u64, usize)>);
+
+/// Reads of several files in one batch: each group is a reader and its `(offset, len)`
+/// requests. Answers per group, in order. When every reader has a real file the reads are in
+/// flight together; otherwise each reader reads its own with `read_many`.
+pub fn read_across(groups: &[ReadGroup<'_>]) -> Vec<Vec<io::Result<Vec<u8>>>> {
+    let files: Option<Vec<(&std::fs::File, bool)>> = groups.iter().map(|(r, _)| r.file()).collect();
+    let Some(files) = files else {
+        return groups.iter().map(|(r, reqs)| r.read_many(reqs)).collect();
+    };
+    let reads: Vec<uring::batch::FileRead<'_>> = groups
+        .iter()
+        .zip(&files)
+        .flat_map(|((_, reqs), &(file, direct))| {
+            reqs.iter().map(move |&(offset, len)| uring::batch::FileRead {
+                file,
+                direct,
+                offset,
+                len,
+            })
+        })
+        .collect();
+    let mut answers = uring::batch::read_files(&reads).into_iter();
+    groups.iter().map(|(_, reqs)| answers.by_ref().take(reqs.len()).collect()).collect()
 }
 
 /// The one interface between a shard and the outside world: files, the clock, randomness.

@@ -153,13 +153,26 @@ impl ShardSnapshot {
     /// The values of several keys at this snapshot, in the order given; the tree's cache
     /// misses among them are read in flight together.
     pub fn multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        Ok(self
-            .layers
-            .get_many(keys, self.ts)?
+        Ok(Self::multi_get_across(&[(self, keys)])?.pop().unwrap_or_default())
+    }
+
+    /// [`multi_get`](Self::multi_get) in several shards at once, each part `(shard, keys)`:
+    /// the cache misses of every shard's tree are read in flight together. Answers per part.
+    pub fn multi_get_across(
+        parts: &[(&ShardSnapshot, &[&[u8]])],
+    ) -> Result<Vec<Vec<Option<Vec<u8>>>>> {
+        let asked: Vec<(&Layers, Ts, &[&[u8]])> =
+            parts.iter().map(|(s, keys)| (&*s.layers, s.ts, *keys)).collect();
+        let answers = crate::view::get_many_across(&asked)?;
+        Ok(answers
             .into_iter()
-            .map(|l| match l {
-                Layered::Value(v) => Some(v),
-                Layered::Absent | Layered::AbsentBelowNewer => None,
+            .map(|part| {
+                part.into_iter()
+                    .map(|l| match l {
+                        Layered::Value(v) => Some(v),
+                        Layered::Absent | Layered::AbsentBelowNewer => None,
+                    })
+                    .collect()
             })
             .collect())
     }

@@ -105,6 +105,104 @@ impl std::fmt::Debug for Root {
     }
 }
 
+/// Several keys descending one tree together ([`get_many_across`]).
+pub struct Descent<'a> {
+    root: &'a Root,
+    keys: &'a [&'a [u8]],
+    /// Where each key still descending is; `None` once answered.
+    at: Vec<Option<ExtentRef>>,
+    /// Each key's value, once answered.
+    out: Vec<Option<Vec<u8>>>,
+    /// Extents this descent read, kept here too: a cache smaller than one level's misses
+    /// could evict them before their keys move on.
+    fetched: std::collections::HashMap<ExtentRef, Arc<Node>>,
+}
+
+impl<'a> Descent<'a> {
+    /// `keys` at the top of `root`'s tree.
+    pub fn new(root: &'a Root, keys: &'a [&'a [u8]]) -> Self {
+        let top = root.sb.root.map(|(at, _)| at);
+        Descent {
+            root,
+            keys,
+            at: vec![top; keys.len()],
+            out: vec![None; keys.len()],
+            fetched: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Each key's value (`None`: not in the tree), in the order given.
+    pub fn into_values(self) -> Vec<Option<Vec<u8>>> {
+        self.out
+    }
+
+    /// Moves every key down as far as the cache and the extents already read allow: the
+    /// extents the keys wait for, each once.
+    fn advance(&mut self) -> Result<Vec<ExtentRef>> {
+        let mut misses: Vec<ExtentRef> = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            while let Some(a) = self.at[i] {
+                let cached = self.fetched.get(&a).cloned().or_else(|| self.root.cache.get(&a));
+                let Some(node) = cached else {
+                    if !misses.contains(&a) {
+                        misses.push(a);
+                    }
+                    break;
+                };
+                match &*node {
+                    Node::Branch { branch, .. } => {
+                        let child = branch.separators.partition_point(|s| &s[..] <= *key);
+                        self.at[i] = Some(branch.children[child]);
+                    }
+                    Node::Leaf(leaf) => {
+                        self.at[i] = None;
+                        if let Ok(j) = leaf.entries.binary_search_by(|(k, _)| k[..].cmp(key)) {
+                            self.out[i] = Some(self.root.value(&leaf.entries[j].1)?);
+                        }
+                    }
+                    _ => return Err(self.root.corrupt(a, "a tree pointer to a non-node extent")),
+                }
+            }
+        }
+        Ok(misses)
+    }
+}
+
+/// Answers every descent: the keys of all of them move down a level at a time, and the
+/// extents they miss in the caches at one level are read in flight together, across trees
+/// (`io::read_across`: on the real disk, one batch of the calling thread's ring).
+pub fn get_many_across(descents: &mut [Descent<'_>]) -> Result<()> {
+    loop {
+        let mut waiting: Vec<(usize, Vec<ExtentRef>)> = Vec::new();
+        for (d, descent) in descents.iter_mut().enumerate() {
+            let misses = descent.advance()?;
+            if !misses.is_empty() {
+                waiting.push((d, misses));
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut groups: Vec<crate::io::ReadGroup<'_>> = Vec::new();
+        for (d, misses) in &waiting {
+            let root = descents[*d].root;
+            let reader = root.reader(misses[0])?;
+            let spans = misses.iter().map(|&a| root.span(a)).collect::<Result<Vec<_>>>()?;
+            groups.push((reader.as_ref(), spans));
+        }
+        let answers = crate::io::read_across(&groups);
+        drop(groups);
+        for ((d, misses), reads) in waiting.into_iter().zip(answers) {
+            let descent = &mut descents[d];
+            for (a, read) in misses.into_iter().zip(reads) {
+                let node = Arc::new(descent.root.check(a, read)?);
+                descent.root.cache.insert(a, node.clone());
+                descent.fetched.insert(a, node);
+            }
+        }
+    }
+}
+
 /// One chunk of a tree scan (as `memtable::Chunk`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct TreeChunk {
@@ -149,15 +247,6 @@ impl Root {
         let (offset, len) = self.span(at)?;
         let reader = self.reader(at)?;
         self.check(at, reader.read_at(offset, len))
-    }
-
-    /// Reads and checks several extents from the file, in flight together.
-    fn read_nodes(&self, at: &[ExtentRef]) -> Result<Vec<Node>> {
-        let Some(&first) = at.first() else { return Ok(Vec::new()) };
-        let reader = self.reader(first)?;
-        let spans = at.iter().map(|&a| self.span(a)).collect::<Result<Vec<_>>>()?;
-        let reads = reader.read_many(&spans);
-        at.iter().zip(reads).map(|(&a, read)| self.check(a, read)).collect()
     }
 
     /// The byte offset and length of the extent `at` in the file.
@@ -213,55 +302,13 @@ impl Root {
         }
     }
 
-    /// The values of several keys (`None`: not in the tree), in the order given. The keys
-    /// descend together, a level at a time: the extents they miss in the cache at one level
-    /// are read in flight together (`ReadAt::read_many`), then each key goes on.
+    /// The values of several keys (`None`: not in the tree), in the order given (see
+    /// [`get_many_across`]).
+    #[cfg(test)]
     pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
-        let Some((root, _)) = self.sb.root else { return Ok(out) };
-        // Where each key still descending is; `None` once answered.
-        let mut at: Vec<Option<ExtentRef>> = vec![Some(root); keys.len()];
-        // Extents this call read, kept here too: a cache smaller than one level's misses
-        // could evict them before their keys move on.
-        let mut fetched: std::collections::HashMap<ExtentRef, Arc<Node>> =
-            std::collections::HashMap::new();
-        loop {
-            let mut misses: Vec<ExtentRef> = Vec::new();
-            for (i, key) in keys.iter().enumerate() {
-                while let Some(a) = at[i] {
-                    let node = match fetched.get(&a).cloned().or_else(|| self.cache.get(&a)) {
-                        Some(node) => node,
-                        None => {
-                            if !misses.contains(&a) {
-                                misses.push(a);
-                            }
-                            break;
-                        }
-                    };
-                    match &*node {
-                        Node::Branch { branch, .. } => {
-                            let child = branch.separators.partition_point(|s| &s[..] <= *key);
-                            at[i] = Some(branch.children[child]);
-                        }
-                        Node::Leaf(leaf) => {
-                            at[i] = None;
-                            if let Ok(j) = leaf.entries.binary_search_by(|(k, _)| k[..].cmp(key)) {
-                                out[i] = Some(self.value(&leaf.entries[j].1)?);
-                            }
-                        }
-                        _ => return Err(self.corrupt(a, "a tree pointer to a non-node extent")),
-                    }
-                }
-            }
-            if misses.is_empty() {
-                return Ok(out);
-            }
-            for (a, node) in misses.iter().zip(self.read_nodes(&misses)?) {
-                let node = Arc::new(node);
-                self.cache.insert(*a, node.clone());
-                fetched.insert(*a, node);
-            }
-        }
+        let mut descent = Descent::new(self, keys);
+        get_many_across(std::slice::from_mut(&mut descent))?;
+        Ok(descent.out)
     }
 
     /// Up to `limit` entries within the bounds, in `direction` order; a later chunk resumes

@@ -41,26 +41,53 @@ pub fn read_one(file: &File, direct: bool, offset: u64, len: usize) -> io::Resul
     Ok(span[..len].to_vec())
 }
 
-/// Every request `(offset, len)` read, in order, with up to [`BATCH_READS`] in flight at once.
-pub fn read_many(file: &File, direct: bool, reqs: &[(u64, usize)]) -> Vec<io::Result<Vec<u8>>> {
-    if reqs.len() <= 1 {
-        return reqs.iter().map(|&(o, l)| read_one(file, direct, o, l)).collect();
+/// One read of a batch: the file, whether it was opened `O_DIRECT`, offset and length.
+#[derive(Clone, Copy, Debug)]
+pub struct FileRead<'f> {
+    /// The file.
+    pub file: &'f File,
+    /// Opened with `O_DIRECT` (the buffer is sector-aligned either way).
+    pub direct: bool,
+    /// Byte offset.
+    pub offset: u64,
+    /// Bytes.
+    pub len: usize,
+}
+
+impl FileRead<'_> {
+    fn alone(&self) -> io::Result<Vec<u8>> {
+        read_one(self.file, self.direct, self.offset, self.len)
     }
-    let mut out = Vec::with_capacity(reqs.len());
+}
+
+/// Every request `(offset, len)` of one file read, in order, with up to [`BATCH_READS`] in
+/// flight at once.
+pub fn read_many(file: &File, direct: bool, reqs: &[(u64, usize)]) -> Vec<io::Result<Vec<u8>>> {
+    let reads: Vec<FileRead<'_>> =
+        reqs.iter().map(|&(offset, len)| FileRead { file, direct, offset, len }).collect();
+    read_files(&reads)
+}
+
+/// Every read, of any files, in order, with up to [`BATCH_READS`] in flight at once.
+pub fn read_files(reads: &[FileRead<'_>]) -> Vec<io::Result<Vec<u8>>> {
+    if reads.len() <= 1 {
+        return reads.iter().map(FileRead::alone).collect();
+    }
+    let mut out = Vec::with_capacity(reads.len());
     RING.with(|cell| {
         let mut cell = cell.borrow_mut();
         let ring = cell.get_or_insert_with(|| IoUring::new(BATCH_READS as u32).ok());
-        for window in reqs.chunks(BATCH_READS) {
-            match ring.as_mut().map(|r| ring_window(r, file, direct, window)) {
+        for window in reads.chunks(BATCH_READS) {
+            match ring.as_mut().map(|r| ring_window(r, window)) {
                 Some(Ok(results)) => out.extend(results),
                 Some(Err(e)) => {
                     log::warn!(
                         "a read batch's io_uring failed ({e}); this thread reads with pread"
                     );
                     *ring = None;
-                    out.extend(window.iter().map(|&(o, l)| read_one(file, direct, o, l)));
+                    out.extend(window.iter().map(FileRead::alone));
                 }
-                None => out.extend(window.iter().map(|&(o, l)| read_one(file, direct, o, l))),
+                None => out.extend(window.iter().map(FileRead::alone)),
             }
         }
     });
@@ -75,24 +102,23 @@ fn aligned(len: usize) -> io::Result<AlignedBuf> {
 /// flight (their buffers are then leaked); a failed read is an `Err` in its own place.
 fn ring_window(
     ring: &mut IoUring,
-    file: &File,
-    direct: bool,
-    window: &[(u64, usize)],
+    window: &[FileRead<'_>],
 ) -> io::Result<Vec<io::Result<Vec<u8>>>> {
     let mut bufs = Vec::with_capacity(window.len());
-    for &(_, len) in window {
-        bufs.push(aligned(len)?);
+    for read in window {
+        bufs.push(aligned(read.len)?);
     }
-    let fd = types::Fd(file.as_raw_fd());
     let mut results: Vec<Option<io::Result<Vec<u8>>>> = (0..window.len()).map(|_| None).collect();
-    for (i, (&(offset, len), buf)) in window.iter().zip(&mut bufs).enumerate() {
-        let span = len.next_multiple_of(SECTOR_BYTES) as u32;
+    for (i, (read, buf)) in window.iter().zip(&mut bufs).enumerate() {
+        let span = read.len.next_multiple_of(SECTOR_BYTES) as u32;
+        let fd = types::Fd(read.file.as_raw_fd());
         let sqe = opcode::Read::new(fd, buf.as_mut_slice().as_mut_ptr(), span)
-            .offset(offset)
+            .offset(read.offset)
             .build()
             .user_data(i as u64);
         // Safety: the entry points into `bufs[i]`, a heap buffer this frame owns and neither
-        // moves nor frees until its completion is reaped below (or leaks on failure).
+        // moves nor frees until its completion is reaped below (or leaks on failure); the
+        // file outlives the call (the kernel also holds its own reference while reading).
         if unsafe { ring.submission().push(&sqe) }.is_err() {
             // Cannot happen: the queue holds BATCH_READS entries and was empty. Nothing of
             // this window was submitted yet, so the buffers are ours.
@@ -119,16 +145,16 @@ fn ring_window(
                 continue;
             }
             pending -= 1;
-            let (offset, len) = window[i];
+            let read = &window[i];
             let res = cqe.result();
             results[i] = Some(if res < 0 {
                 Err(io::Error::from_raw_os_error(-res))
-            } else if (res as usize) < len {
+            } else if (res as usize) < read.len {
                 // Short (the end of the file, or an interrupted read): read it again
                 // synchronously, which answers the same as a lone read would.
-                read_one(file, direct, offset, len)
+                read.alone()
             } else {
-                Ok(bufs[i].as_slice()[..len].to_vec())
+                Ok(bufs[i].as_slice()[..read.len].to_vec())
             });
         }
     }

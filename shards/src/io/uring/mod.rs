@@ -6,7 +6,7 @@
 //! completed (or been leaked) and the registration is gone before the registered buffers are
 //! freed.
 
-mod batch;
+pub mod batch;
 mod mapped;
 mod ring;
 
@@ -43,6 +43,10 @@ impl ReadAt for SharedReader {
 
     fn read_many(&self, reqs: &[(u64, usize)]) -> Vec<io::Result<Vec<u8>>> {
         batch::read_many(&self.file, self.direct, reqs)
+    }
+
+    fn file(&self) -> Option<(&File, bool)> {
+        Some((&self.file, self.direct))
     }
 }
 
