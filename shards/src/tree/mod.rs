@@ -45,6 +45,9 @@ use page::{
 };
 use superblock::{Slot, Superblock, SUPERBLOCK_BYTES};
 
+/// Leaves a scan reads ahead at most, in flight together.
+const READ_AHEAD_LEAVES: usize = 16;
+
 /// The tree file's name in a shard directory.
 pub const TREE_FILE: &str = "tree.ldb";
 
@@ -332,8 +335,17 @@ impl Root {
         let mut path: Vec<(Arc<Node>, usize)> = Vec::new();
         let mut at = root;
         let mut first = true;
+        // Entries in the last leaf seen, to judge how many leaves the chunk still needs (a
+        // guess until one is seen: a 4 KiB page of ~100-byte entries).
+        let mut per_leaf = 32usize;
         loop {
             let leaf = loop {
+                if let Some((parent, i)) = path.last() {
+                    if let Node::Branch { level: 1, branch } = &**parent {
+                        let want = (limit - out.entries.len()).div_ceil(per_leaf.max(1));
+                        self.read_ahead(branch, *i, direction, want.min(READ_AHEAD_LEAVES))?;
+                    }
+                }
                 let node = self.node(at)?;
                 match &*node {
                     Node::Branch { branch, .. } => {
@@ -354,6 +366,7 @@ impl Root {
             };
             first = false;
             let Node::Leaf(leaf) = &*leaf else { return Ok(out) };
+            per_leaf = leaf.entries.len();
             // Where the range starts in this leaf (a binary search: only the first leaf can
             // start inside), then entries in direction order up to the far bound.
             let entries: Box<dyn Iterator<Item = &(Vec<u8>, Value)>> = match direction {
@@ -397,6 +410,40 @@ impl Root {
                 path.pop();
             }
         }
+    }
+
+    /// Scan read-ahead: when the leaf at `branch.children[i]` is not cached, it and up to
+    /// `want - 1` more leaves after it in `direction` that are not cached either are read
+    /// in flight together and cached, so a scan waits for one read, not one per leaf.
+    fn read_ahead(
+        &self,
+        branch: &Branch,
+        i: usize,
+        direction: Direction,
+        want: usize,
+    ) -> Result<()> {
+        if self.cache.peek(&branch.children[i]).is_some() {
+            return Ok(());
+        }
+        let ahead: Box<dyn Iterator<Item = &ExtentRef>> = match direction {
+            Direction::Forward => Box::new(branch.children[i..].iter()),
+            Direction::Reverse => Box::new(branch.children[..=i].iter().rev()),
+        };
+        let wanted: Vec<ExtentRef> =
+            ahead.take(want.max(1)).filter(|a| self.cache.peek(a).is_none()).copied().collect();
+        if wanted.len() < 2 {
+            return Ok(());
+        }
+        let reader = self.reader(wanted[0])?;
+        let spans = wanted.iter().map(|&a| self.span(a)).collect::<Result<Vec<_>>>()?;
+        for (a, read) in wanted.into_iter().zip(reader.read_many(&spans)) {
+            // A leaf that fails its check is left out: the scan reports it if it gets there
+            // (its range may end before).
+            if let Ok(node) = self.check(a, read) {
+                self.cache.insert(a, Arc::new(node));
+            }
+        }
+        Ok(())
     }
 
     /// Walks every extent the root reaches, read from the file (not the cache), and checks it

@@ -624,3 +624,42 @@ fn a_compaction_interrupted_anywhere_leaves_a_whole_tree() {
         assert!(ops > 8, "the compaction made only {ops} disk operations");
     }
 }
+
+#[test]
+fn read_ahead_of_a_scan_leaves_damage_past_its_range_to_whoever_reaches_it() {
+    let disk = SimDisk::new(12);
+    let (mut tree, mut io) = open(&disk, false).unwrap();
+    // Short values: leaves of ~100 entries, so a chunk of 50 stays in the first one and
+    // still wants a second leaf read ahead (the first guess is 32 entries a leaf).
+    let mut batch: Vec<Update> =
+        (0..3000u64).map(|i| (key(i), Some(b"0123456789".to_vec()))).collect();
+    batch.sort();
+    tree.merge(&mut io, &batch, 2, 1).unwrap();
+    let root = tree.root();
+    // Damage every leaf but the first in key order.
+    let path = dir().join(TREE_FILE);
+    let bytes = disk.read(&path).unwrap();
+    let mut leaves: Vec<(Vec<u8>, ExtentRef)> = Vec::new();
+    for at in root.verify().unwrap() {
+        if let Node::Leaf(leaf) =
+            page::decode(&bytes[at.page as usize * 4096..][..at.pages as usize * 4096], at, 4096)
+                .unwrap()
+        {
+            leaves.push((leaf.entries[0].0.clone(), at));
+        }
+    }
+    leaves.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(leaves.len() > 4, "{} leaves", leaves.len());
+    for (_, at) in &leaves[1..] {
+        disk.damage(&path, at.page as usize * 4096 + PAGE_HEADER_BYTES + 3, 0x10).unwrap();
+    }
+    // A chunk inside the first leaf reads the next leaves ahead, finds them damaged, and is
+    // still answered; a chunk that reaches the second leaf reports it.
+    assert!(leaves.len() < 60, "leaves of ~100 entries: {} leaves", leaves.len());
+    let c = root.chunk(Bound::Unbounded, Bound::Unbounded, Direction::Forward, 50).unwrap();
+    assert_eq!(c.entries.len(), 50);
+    match root.chunk(Bound::Unbounded, Bound::Unbounded, Direction::Forward, 100_000) {
+        Err(Error::Corruption { offset, .. }) => assert_eq!(offset, leaves[1].1.page * 4096),
+        other => panic!("a scan through a damaged leaf gave {:?}", other.map(|c| c.entries.len())),
+    }
+}
