@@ -95,8 +95,7 @@ impl PageCache {
 /// Bytes a decoded node holds, roughly.
 fn node_bytes(node: &Node) -> usize {
     match node {
-        // Two allocations per entry (key, value) with their headers and the allocator's share.
-        Node::Leaf(leaf) => leaf.entries.iter().map(|(k, v)| k.len() + v.encoded_len() + 112).sum(),
+        Node::Leaf(leaf) => leaf.heap_bytes(),
         Node::Branch { branch, .. } => {
             branch.separators.iter().map(|s| s.len() + 24).sum::<usize>()
                 + branch.children.len() * 16
@@ -257,10 +256,11 @@ impl Part {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::page::{Leaf, Value};
+    use crate::tree::page::{Leaf, PackedLeaf, Value};
 
     fn leaf(bytes: usize) -> Arc<Node> {
-        Arc::new(Node::Leaf(Leaf { entries: vec![(vec![1], Value::Inline(vec![0; bytes]))] }))
+        let leaf = Leaf { entries: vec![(vec![1], Value::Inline(vec![0; bytes]))] };
+        Arc::new(Node::Leaf(PackedLeaf::pack(&leaf)))
     }
 
     fn at(page: u64) -> ExtentRef {

@@ -41,7 +41,7 @@ use crate::memtable::{above_lower, below_upper, Direction};
 use cache::PageCache;
 use page::{
     branch_entry_bytes, leaf_entry_bytes, Branch, ExtentRef, Kind, Leaf, Node, PageId, Value,
-    PAGE_HEADER_BYTES,
+    ValueRef, PAGE_HEADER_BYTES,
 };
 use superblock::{Slot, Superblock, SUPERBLOCK_BYTES};
 
@@ -159,8 +159,8 @@ impl<'a> Descent<'a> {
                     }
                     Node::Leaf(leaf) => {
                         self.at[i] = None;
-                        if let Ok(j) = leaf.entries.binary_search_by(|(k, _)| k[..].cmp(key)) {
-                            self.out[i] = Some(self.root.value(&leaf.entries[j].1)?);
+                        if let Ok(j) = leaf.search(key) {
+                            self.out[i] = Some(self.root.value(leaf.value(j))?);
                         }
                     }
                     _ => return Err(self.root.corrupt(a, "a tree pointer to a non-node extent")),
@@ -275,12 +275,12 @@ impl Root {
         page::decode(&bytes, at, self.page_size).map_err(|e| self.corrupt(at, e))
     }
 
-    fn value(&self, value: &Value) -> Result<Vec<u8>> {
+    fn value(&self, value: ValueRef<'_>) -> Result<Vec<u8>> {
         match value {
-            Value::Inline(v) => Ok(v.clone()),
-            Value::Overflow { at, len } => match &*self.node(*at)? {
-                Node::Overflow(v) if v.len() == *len as usize => Ok(v.clone()),
-                _ => Err(self.corrupt(*at, "not the overflow value its leaf points to")),
+            ValueRef::Inline(v) => Ok(v.to_vec()),
+            ValueRef::Overflow { at, len } => match &*self.node(at)? {
+                Node::Overflow(v) if v.len() == len as usize => Ok(v.clone()),
+                _ => Err(self.corrupt(at, "not the overflow value its leaf points to")),
             },
         }
     }
@@ -295,8 +295,8 @@ impl Root {
                     at = branch.children[branch.separators.partition_point(|s| &s[..] <= key)];
                 }
                 Node::Leaf(leaf) => {
-                    return match leaf.entries.binary_search_by(|(k, _)| k[..].cmp(key)) {
-                        Ok(i) => self.value(&leaf.entries[i].1).map(Some),
+                    return match leaf.search(key) {
+                        Ok(i) => self.value(leaf.value(i)).map(Some),
                         Err(_) => Ok(None),
                     };
                 }
@@ -366,20 +366,21 @@ impl Root {
             };
             first = false;
             let Node::Leaf(leaf) = &*leaf else { return Ok(out) };
-            per_leaf = leaf.entries.len();
+            per_leaf = leaf.len();
             // Where the range starts in this leaf (a binary search: only the first leaf can
             // start inside), then entries in direction order up to the far bound.
-            let entries: Box<dyn Iterator<Item = &(Vec<u8>, Value)>> = match direction {
+            let indexes: Box<dyn Iterator<Item = usize>> = match direction {
                 Direction::Forward => {
-                    let from = leaf.entries.partition_point(|(k, _)| !above_lower(k, lower));
-                    Box::new(leaf.entries[from..].iter())
+                    let from = leaf.partition_point(|k| !above_lower(k, lower));
+                    Box::new(from..leaf.len())
                 }
                 Direction::Reverse => {
-                    let to = leaf.entries.partition_point(|(k, _)| below_upper(k, upper));
-                    Box::new(leaf.entries[..to].iter().rev())
+                    let to = leaf.partition_point(|k| below_upper(k, upper));
+                    Box::new((0..to).rev())
                 }
             };
-            for (key, value) in entries {
+            for i in indexes {
+                let key = leaf.key(i);
                 let before_end = match direction {
                     Direction::Forward => below_upper(key, upper),
                     Direction::Reverse => above_lower(key, lower),
@@ -387,8 +388,8 @@ impl Root {
                 if !before_end {
                     return Ok(out);
                 }
-                let value = self.value(value)?;
-                out.entries.push((key.clone(), value));
+                let value = self.value(leaf.value(i))?;
+                out.entries.push((key.to_vec(), value));
                 if out.entries.len() == limit {
                     out.resume_after = out.entries.last().map(|(k, _)| k.clone());
                     return Ok(out);
@@ -459,8 +460,8 @@ impl Root {
                     stack.extend(branch.children.iter().map(|c| (*c, level - 1)));
                 }
                 Node::Leaf(leaf) if level == 0 => {
-                    for (_, value) in leaf.entries {
-                        if let Value::Overflow { at: o, len } = value {
+                    for i in 0..leaf.len() {
+                        if let ValueRef::Overflow { at: o, len } = leaf.value(i) {
                             reached.push(o);
                             match self.read_node(o)? {
                                 Node::Overflow(v) if v.len() == len as usize => {}
@@ -1006,11 +1007,9 @@ impl<S: Storage> TreeWriter<S> {
         let node = root.node_once(at)?;
         free_extent(freed, at);
         if level == 0 {
-            // Read for this merge only (not cached): taken, not copied.
-            let node = Arc::try_unwrap(node).unwrap_or_else(|shared| (*shared).clone());
-            return match node {
+            return match &*node {
                 Node::Leaf(leaf) => {
-                    self.rewrite_leaf(io, leaf, updates, generation, freed, entries)
+                    self.rewrite_leaf(io, leaf.to_leaf(), updates, generation, freed, entries)
                 }
                 _ => Err(root.corrupt(at, "not a node of level 0")),
             };

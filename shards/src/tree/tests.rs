@@ -645,7 +645,7 @@ fn read_ahead_of_a_scan_leaves_damage_past_its_range_to_whoever_reaches_it() {
             page::decode(&bytes[at.page as usize * 4096..][..at.pages as usize * 4096], at, 4096)
                 .unwrap()
         {
-            leaves.push((leaf.entries[0].0.clone(), at));
+            leaves.push((leaf.key(0).to_vec(), at));
         }
     }
     leaves.sort_by(|a, b| a.0.cmp(&b.0));
