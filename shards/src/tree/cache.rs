@@ -97,8 +97,7 @@ fn node_bytes(node: &Node) -> usize {
     match node {
         Node::Leaf(leaf) => leaf.heap_bytes(),
         Node::Branch { branch, .. } => {
-            branch.separators.iter().map(|s| s.len() + 24).sum::<usize>()
-                + branch.children.len() * 16
+            branch.separators.heap_bytes() + branch.children.capacity() * 16
         }
         Node::Overflow(v) => v.len(),
         Node::FreeList(pages) => pages.len() * 16,

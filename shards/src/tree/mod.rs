@@ -154,7 +154,7 @@ impl<'a> Descent<'a> {
                 };
                 match &*node {
                     Node::Branch { branch, .. } => {
-                        let child = branch.separators.partition_point(|s| &s[..] <= *key);
+                        let child = branch.separators.partition_point(|s| s <= *key);
                         self.at[i] = Some(branch.children[child]);
                     }
                     Node::Leaf(leaf) => {
@@ -292,7 +292,7 @@ impl Root {
             let node = self.node(at)?;
             match &*node {
                 Node::Branch { branch, .. } => {
-                    at = branch.children[branch.separators.partition_point(|s| &s[..] <= key)];
+                    at = branch.children[branch.separators.partition_point(|s| s <= key)];
                 }
                 Node::Leaf(leaf) => {
                     return match leaf.search(key) {
@@ -352,7 +352,7 @@ impl Root {
                         let last = branch.children.len() - 1;
                         let i = match (first, start, direction) {
                             (true, Bound::Included(k) | Bound::Excluded(k), _) => {
-                                branch.separators.partition_point(|s| &s[..] <= k)
+                                branch.separators.partition_point(|s| s <= k)
                             }
                             (_, _, Direction::Forward) => 0,
                             (_, _, Direction::Reverse) => last,
@@ -1020,12 +1020,16 @@ impl<S: Storage> TreeWriter<S> {
                 let mut rest = updates;
                 for (i, child) in branch.children.iter().enumerate() {
                     let mine = match branch.separators.get(i) {
-                        Some(sep) => rest.partition_point(|(k, _)| k < sep),
+                        Some(sep) => rest.partition_point(|(k, _)| k.as_slice() < sep),
                         None => rest.len(),
                     };
                     let (here, later) = rest.split_at(mine);
                     rest = later;
-                    let lower = if i == 0 { None } else { Some(branch.separators[i - 1].clone()) };
+                    let lower = if i == 0 {
+                        None
+                    } else {
+                        branch.separators.get(i - 1).map(<[u8]>::to_vec)
+                    };
                     if here.is_empty() {
                         children.push((lower, *child));
                         continue;
@@ -1077,7 +1081,7 @@ impl<S: Storage> TreeWriter<S> {
             let part = Branch {
                 separators: children[start + 1..end]
                     .iter()
-                    .map(|(s, _)| s.clone().unwrap_or_default())
+                    .map(|(s, _)| s.as_deref().unwrap_or_default())
                     .collect(),
                 children: children[start..end].iter().map(|(_, r)| *r).collect(),
             };

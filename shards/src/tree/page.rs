@@ -230,9 +230,72 @@ pub fn leaf_entry_bytes(key_len: usize, value: &Value) -> usize {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Branch {
     /// Ascending separator keys.
-    pub separators: Vec<Vec<u8>>,
+    pub separators: Separators,
     /// The children, one more than the separators.
     pub children: Vec<ExtentRef>,
+}
+
+/// A branch's separator keys, back to back in one buffer (a decoded branch is three
+/// allocations, not one per separator).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Separators {
+    bytes: Vec<u8>,
+    /// Where each separator ends in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl Separators {
+    /// Separators.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Separator `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.bytes[start..end])
+    }
+
+    /// Appends a separator (greater than the last).
+    pub fn push(&mut self, sep: &[u8]) {
+        self.bytes.extend_from_slice(sep);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    /// The separators in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The first separator that does not satisfy `pred` (true then false in order).
+    pub fn partition_point(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid).is_some_and(&pred) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Bytes it takes in memory, about.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.ends.capacity() * 4
+    }
+}
+
+impl<S: AsRef<[u8]>> FromIterator<S> for Separators {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut out = Separators::default();
+        for sep in iter {
+            out.push(sep.as_ref());
+        }
+        out
+    }
 }
 
 /// Bytes a separator of length `k` and its child pointer take in a branch body.
@@ -474,7 +537,7 @@ pub fn encode_branch(out: &mut Vec<u8>, branch: &Branch) {
     for child in &branch.children {
         put_ref(out, child);
     }
-    for sep in &branch.separators {
+    for sep in branch.separators.iter() {
         out.extend_from_slice(&(sep.len() as u16).to_le_bytes());
         out.extend_from_slice(sep);
     }
@@ -590,13 +653,18 @@ fn decode_branch(body: &[u8]) -> Result<Branch, PageError> {
     }
     let count = r.plausible(count, EXTENT_REF_BYTES)?;
     let children = (0..count).map(|_| r.extent()).collect::<Result<Vec<_>, _>>()?;
-    let mut separators: Vec<Vec<u8>> = Vec::with_capacity(count - 1);
+    let mut separators = Separators {
+        bytes: Vec::with_capacity(body.len() - r.at),
+        ends: Vec::with_capacity(count - 1),
+    };
+    let mut prev: Option<&[u8]> = None;
     for _ in 1..count {
         let len = usize::from(r.u16()?);
-        let sep = r.take(len)?.to_vec();
-        if separators.last().is_some_and(|prev| *prev >= sep) {
+        let sep = r.take(len)?;
+        if prev.is_some_and(|p| p >= sep) {
             return Err(bad("branch separators out of order"));
         }
+        prev = Some(sep);
         separators.push(sep);
     }
     r.done()?;

@@ -388,7 +388,7 @@ fn decoders_never_panic_on_random_or_mutated_bytes() {
         samples.push((out.clone(), r));
     }
     let branch = Branch {
-        separators: vec![b"b".to_vec(), b"c".to_vec()],
+        separators: [b"b", b"c"].into_iter().collect(),
         children: (0..3).map(|i| ExtentRef { page: 10 + i, pages: 1, crc: 3 }).collect(),
     };
     page::encode_branch(&mut body, &branch);
