@@ -67,6 +67,8 @@ pub struct DbIterator {
     /// A read that failed, reported by the next call, after which the iterator ends.
     failed: Option<Error>,
     ended: bool,
+    /// The shards' first leaves were read ahead, together.
+    prefetched: bool,
 }
 
 impl DbIterator {
@@ -89,6 +91,7 @@ impl DbIterator {
             back_last: None,
             failed: None,
             ended: false,
+            prefetched: false,
         }
     }
 
@@ -129,8 +132,28 @@ impl DbIterator {
         side.buf.extend(chunk.entries);
     }
 
+    /// Before the first chunks: every shard's leaf at the scan's start is read into its cache
+    /// in one batch, so the first chunks do not read one shard after another. Skipped where
+    /// the start is not a key (a reverse scan with no upper bound). A failed read here is
+    /// left for the chunk that needs the leaf to report.
+    fn prefetch(&mut self, direction: Direction) {
+        self.prefetched = true;
+        let start = match (direction, &self.lower, &self.upper) {
+            (Direction::Forward, Bound::Included(k) | Bound::Excluded(k), _) => k.as_slice(),
+            (Direction::Forward, Bound::Unbounded, _) => &[],
+            (Direction::Reverse, _, Bound::Included(k) | Bound::Excluded(k)) => k.as_slice(),
+            (Direction::Reverse, _, Bound::Unbounded) => return,
+        };
+        let parts: Vec<(&ShardSnapshot, &[u8])> =
+            self.streams.iter().map(|s| (&s.snapshot, start)).collect();
+        let _ = ShardSnapshot::prefetch_across(&parts, direction);
+    }
+
     /// Index of the stream whose next entry in `direction` comes first, refilling as needed.
     fn pick(&mut self, direction: Direction) -> Option<usize> {
+        if !self.prefetched && self.streams.len() > 1 {
+            self.prefetch(direction);
+        }
         let mut best: Option<usize> = None;
         for i in 0..self.streams.len() {
             loop {

@@ -177,6 +177,14 @@ impl ShardSnapshot {
             .collect())
     }
 
+    /// Reads into the shards' caches, in flight together, the leaf each part's scan will
+    /// start from (`(shard, start key)`) and the one after it in `direction`: a scan of many shards waits for one batch of reads
+    /// instead of one read per shard in turn.
+    pub fn prefetch_across(parts: &[(&ShardSnapshot, &[u8])], direction: Direction) -> Result<()> {
+        let asked: Vec<(&Layers, &[u8])> = parts.iter().map(|(s, k)| (&*s.layers, *k)).collect();
+        crate::view::prefetch_across(&asked, direction)
+    }
+
     /// The snapshot's timestamp.
     pub fn ts(&self) -> Ts {
         self.ts

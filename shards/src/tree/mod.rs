@@ -119,6 +119,10 @@ pub struct Descent<'a> {
     /// Extents this descent read, kept here too: a cache smaller than one level's misses
     /// could evict them before their keys move on.
     fetched: std::collections::HashMap<ExtentRef, Arc<Node>>,
+    /// Answer the keys' values; `false`: only bring their paths into the cache.
+    values: bool,
+    /// With `values` false: also bring in the leaf after each key's leaf in this direction.
+    ahead: Option<Direction>,
 }
 
 impl<'a> Descent<'a> {
@@ -131,7 +135,16 @@ impl<'a> Descent<'a> {
             at: vec![top; keys.len()],
             out: vec![None; keys.len()],
             fetched: std::collections::HashMap::new(),
+            values: true,
+            ahead: None,
         }
+    }
+
+    /// `keys` at the top of `root`'s tree, to bring into the cache the path to each key's
+    /// leaf and the leaf after it in `direction`, without answering anything (a scan about to
+    /// start there: it starts inside a leaf, so it most likely needs the next one too).
+    pub fn paths(root: &'a Root, keys: &'a [&'a [u8]], direction: Direction) -> Self {
+        Descent { values: false, ahead: Some(direction), ..Descent::new(root, keys) }
     }
 
     /// Each key's value (`None`: not in the tree), in the order given.
@@ -153,13 +166,27 @@ impl<'a> Descent<'a> {
                     break;
                 };
                 match &*node {
-                    Node::Branch { branch, .. } => {
+                    Node::Branch { level, branch } => {
                         let child = branch.separators.partition_point(|s| s <= *key);
                         self.at[i] = Some(branch.children[child]);
+                        let next = match self.ahead {
+                            Some(Direction::Forward) => branch.children.get(child + 1),
+                            Some(Direction::Reverse) => {
+                                child.checked_sub(1).and_then(|c| branch.children.get(c))
+                            }
+                            None => None,
+                        };
+                        if let (1, Some(&n)) = (*level, next) {
+                            let known =
+                                self.fetched.contains_key(&n) || self.root.cache.peek(&n).is_some();
+                            if !known && !misses.contains(&n) {
+                                misses.push(n);
+                            }
+                        }
                     }
                     Node::Leaf(leaf) => {
                         self.at[i] = None;
-                        if let Ok(j) = leaf.search(key) {
+                        if let (true, Ok(j)) = (self.values, leaf.search(key)) {
                             self.out[i] = Some(self.root.value(leaf.value(j))?);
                         }
                     }
@@ -342,7 +369,8 @@ impl Root {
             let leaf = loop {
                 if let Some((parent, i)) = path.last() {
                     if let Node::Branch { level: 1, branch } = &**parent {
-                        let want = (limit - out.entries.len()).div_ceil(per_leaf.max(1));
+                        // One more than the estimate: the chunk starts inside a leaf.
+                        let want = (limit - out.entries.len()).div_ceil(per_leaf.max(1)) + 1;
                         self.read_ahead(branch, *i, direction, want.min(READ_AHEAD_LEAVES))?;
                     }
                 }
