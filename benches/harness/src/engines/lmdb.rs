@@ -32,10 +32,15 @@ impl Lmdb {
     /// Opens an environment in `cfg.dir` with one database `bench`.
     pub fn open(cfg: &EngineConfig) -> Result<Self> {
         std::fs::create_dir_all(&cfg.dir).map_err(err)?;
-        let flags = match cfg.mode {
+        let mut flags = match cfg.mode {
             Mode::Sync => EnvFlags::empty(),
             Mode::Normal | Mode::Async => EnvFlags::NO_SYNC | EnvFlags::WRITE_MAP,
         };
+        // `MDB_NORDAHEAD`, which LMDB suggests when the data is larger than memory (the
+        // kernel's read-ahead on the mapping otherwise reads far more than each lookup needs).
+        if std::env::var_os("LMDB_NORDAHEAD").is_some_and(|v| v == "1") {
+            flags |= EnvFlags::NO_READ_AHEAD;
+        }
         // LMDB stores a large value in contiguous overflow pages and the map must hold the
         // whole data set: 64 GiB of address space (or room for 1024 of the largest values, if
         // that is more) covers every data set this harness writes on this machine.
