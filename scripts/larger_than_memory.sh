@@ -45,7 +45,7 @@ IFS=, read -ra list <<< "$engines"
 for e in "${list[@]}"; do
   echo 0 > "$cg/memory.max_usage_in_bytes" 2>/dev/null || true
   # One process per workload: each case starts with a fresh heap and a dropped page cache.
-  for w in readrandom multiget scan; do
+  for w in ${WORKLOADS:-readrandom multiget scan}; do
     sync; echo 3 > /proc/sys/vm/drop_caches
     # shellcheck disable=SC2016
     LIGHTNING_MEMTABLE_MB="${MEMTABLE_MB:-8}" sh -c 'echo $$ > '"$cg"'/cgroup.procs; exec "$@"' sh \
