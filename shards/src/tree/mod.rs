@@ -156,11 +156,13 @@ impl<'a> Descent<'a> {
     /// extents the keys wait for, each once.
     fn advance(&mut self) -> Result<Vec<ExtentRef>> {
         let mut misses: Vec<ExtentRef> = Vec::new();
+        // The misses, to ask for each once without a quadratic search of a large call's.
+        let mut missed: std::collections::HashSet<ExtentRef> = std::collections::HashSet::new();
         for (i, key) in self.keys.iter().enumerate() {
             while let Some(a) = self.at[i] {
                 let cached = self.fetched.get(&a).cloned().or_else(|| self.root.cache.get(&a));
                 let Some(node) = cached else {
-                    if !misses.contains(&a) {
+                    if missed.insert(a) {
                         misses.push(a);
                     }
                     break;
@@ -179,7 +181,7 @@ impl<'a> Descent<'a> {
                         if let (1, Some(&n)) = (*level, next) {
                             let known =
                                 self.fetched.contains_key(&n) || self.root.cache.peek(&n).is_some();
-                            if !known && !misses.contains(&n) {
+                            if !known && missed.insert(n) {
                                 misses.push(n);
                             }
                         }
@@ -365,16 +367,25 @@ impl Root {
         // Entries in the last leaf seen, to judge how many leaves the chunk still needs (a
         // guess until one is seen: a 4 KiB page of ~100-byte entries).
         let mut per_leaf = 32usize;
+        // Leaves read ahead, kept here as well as offered to the cache: a cache too small to
+        // keep them must not make the scan read them again.
+        let mut ahead: Vec<(ExtentRef, Arc<Node>)> = Vec::new();
         loop {
             let leaf = loop {
                 if let Some((parent, i)) = path.last() {
                     if let Node::Branch { level: 1, branch } = &**parent {
                         // One more than the estimate: the chunk starts inside a leaf.
                         let want = (limit - out.entries.len()).div_ceil(per_leaf.max(1)) + 1;
-                        self.read_ahead(branch, *i, direction, want.min(READ_AHEAD_LEAVES))?;
+                        let more = want.min(READ_AHEAD_LEAVES);
+                        if !ahead.iter().any(|(a, _)| *a == at) {
+                            ahead = self.read_ahead(branch, *i, direction, more)?;
+                        }
                     }
                 }
-                let node = self.node(at)?;
+                let node = match ahead.iter().find(|(a, _)| *a == at) {
+                    Some((_, node)) => node.clone(),
+                    None => self.node(at)?,
+                };
                 match &*node {
                     Node::Branch { branch, .. } => {
                         let last = branch.children.len() - 1;
@@ -443,16 +454,17 @@ impl Root {
 
     /// Scan read-ahead: when the leaf at `branch.children[i]` is not cached, it and up to
     /// `want - 1` more leaves after it in `direction` that are not cached either are read
-    /// in flight together and cached, so a scan waits for one read, not one per leaf.
+    /// in flight together, cached and returned, so a scan waits for one read, not one per leaf.
     fn read_ahead(
         &self,
         branch: &Branch,
         i: usize,
         direction: Direction,
         want: usize,
-    ) -> Result<()> {
+    ) -> Result<Vec<(ExtentRef, Arc<Node>)>> {
+        let mut read = Vec::new();
         if self.cache.peek(&branch.children[i]).is_some() {
-            return Ok(());
+            return Ok(read);
         }
         let ahead: Box<dyn Iterator<Item = &ExtentRef>> = match direction {
             Direction::Forward => Box::new(branch.children[i..].iter()),
@@ -461,18 +473,22 @@ impl Root {
         let wanted: Vec<ExtentRef> =
             ahead.take(want.max(1)).filter(|a| self.cache.peek(a).is_none()).copied().collect();
         if wanted.len() < 2 {
-            return Ok(());
+            return Ok(read);
         }
         let reader = self.reader(wanted[0])?;
-        let spans = wanted.iter().map(|&a| self.span(a)).collect::<Result<Vec<_>>>()?;
-        for (a, read) in wanted.into_iter().zip(reader.read_many(&spans)) {
-            // A leaf that fails its check is left out: the scan reports it if it gets there
-            // (its range may end before).
-            if let Ok(node) = self.check(a, read) {
-                self.cache.insert(a, Arc::new(node));
+        // A pointer out of range, like a leaf that fails its check, is left out: the scan
+        // reports it if it gets there (its range may end before).
+        let wanted: Vec<(ExtentRef, (u64, usize))> =
+            wanted.into_iter().filter_map(|a| Some((a, self.span(a).ok()?))).collect();
+        let spans: Vec<(u64, usize)> = wanted.iter().map(|(_, span)| *span).collect();
+        for ((a, _), bytes) in wanted.into_iter().zip(reader.read_many(&spans)) {
+            if let Ok(node) = self.check(a, bytes) {
+                let node = Arc::new(node);
+                self.cache.insert(a, node.clone());
+                read.push((a, node));
             }
         }
-        Ok(())
+        Ok(read)
     }
 
     /// Walks every extent the root reaches, read from the file (not the cache), and checks it

@@ -663,3 +663,47 @@ fn read_ahead_of_a_scan_leaves_damage_past_its_range_to_whoever_reaches_it() {
         other => panic!("a scan through a damaged leaf gave {:?}", other.map(|c| c.entries.len())),
     }
 }
+
+/// Counts the reads a root makes of its file.
+struct CountingReader {
+    inner: Arc<dyn crate::io::ReadAt>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::io::ReadAt for CountingReader {
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(offset, len)
+    }
+}
+
+#[test]
+fn a_scan_with_no_cache_reads_each_leaf_once() {
+    let disk = SimDisk::new(13);
+    let (mut tree, mut io) = open(&disk, false).unwrap();
+    let mut batch: Vec<Update> =
+        (0..3000u64).map(|i| (key(i), Some(b"0123456789".to_vec()))).collect();
+    batch.sort();
+    tree.merge(&mut io, &batch, 2, 1).unwrap();
+    let root = tree.root();
+    let extents = root.verify().unwrap().len();
+    let counting = Arc::new(CountingReader {
+        inner: root.reader.clone().unwrap(),
+        reads: std::sync::atomic::AtomicUsize::new(0),
+    });
+    // The same tree with a cache that keeps nothing.
+    let bare = Root {
+        sb: root.sb,
+        file: root.file.clone(),
+        reader: Some(counting.clone()),
+        page_size: root.page_size,
+        cache: PageCache::new(0),
+    };
+    for direction in [Direction::Forward, Direction::Reverse] {
+        counting.reads.store(0, std::sync::atomic::Ordering::Relaxed);
+        let all = bare.chunk(Bound::Unbounded, Bound::Unbounded, direction, 100_000).unwrap();
+        assert_eq!(all.entries.len(), 3000);
+        let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(reads <= extents + 2, "{direction:?}: {reads} reads for {extents} extents");
+    }
+}

@@ -25,7 +25,7 @@ pub const BATCH_READS: usize = 64;
 thread_local! {
     /// This thread's ring: `None` before first use; `Some(None)` once it could not be made or
     /// failed (reads are then `pread`s).
-    static RING: RefCell<Option<Option<IoUring>>> = const { RefCell::new(None) };
+    static RING: RefCell<Option<Option<BatchRing>>> = const { RefCell::new(None) };
 }
 
 /// Reads `len` bytes at `offset` for each request, into a sector-aligned buffer when `direct`.
@@ -74,23 +74,36 @@ pub fn read_files(reads: &[FileRead<'_>]) -> Vec<io::Result<Vec<u8>>> {
         return reads.iter().map(FileRead::alone).collect();
     }
     let mut out = Vec::with_capacity(reads.len());
-    RING.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        let ring = cell.get_or_insert_with(|| IoUring::new(BATCH_READS as u32).ok());
+    // `try_with`: from another thread-local's destructor, plain reads.
+    let batched = RING.try_with(|cell| {
+        let Ok(mut cell) = cell.try_borrow_mut() else { return false };
+        let ring = cell.get_or_insert_with(|| {
+            IoUring::new(BATCH_READS as u32).ok().map(|ring| BatchRing { ring, generation: 0 })
+        });
         for window in reads.chunks(BATCH_READS) {
-            match ring.as_mut().map(|r| ring_window(r, window)) {
-                Some(Ok(results)) => out.extend(results),
-                Some(Err(e)) => {
-                    log::warn!(
-                        "a read batch's io_uring failed ({e}); this thread reads with pread"
-                    );
-                    *ring = None;
-                    out.extend(window.iter().map(FileRead::alone));
-                }
-                None => out.extend(window.iter().map(FileRead::alone)),
+            // Buffers first: running out of memory is not a reason to give up the ring.
+            let bufs: Option<Vec<AlignedBuf>> =
+                window.iter().map(|r| AlignedBuf::zeroed(r.len)).collect();
+            match (ring.as_mut(), bufs) {
+                (Some(r), Some(bufs)) => match ring_window(r, window, bufs) {
+                    Ok(results) => out.extend(results),
+                    Err(e) => {
+                        log::warn!(
+                            "a read batch's io_uring failed ({e}); this thread reads with pread"
+                        );
+                        *ring = None;
+                        out.extend(window.iter().map(FileRead::alone));
+                    }
+                },
+                _ => out.extend(window.iter().map(FileRead::alone)),
             }
         }
+        true
     });
+    if batched != Ok(true) {
+        out.clear();
+        out.extend(reads.iter().map(FileRead::alone));
+    }
     out
 }
 
@@ -98,70 +111,90 @@ fn aligned(len: usize) -> io::Result<AlignedBuf> {
     AlignedBuf::zeroed(len).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))
 }
 
-/// One window of reads through `ring`. `Err` only when the ring itself failed with reads in
-/// flight (their buffers are then leaked); a failed read is an `Err` in its own place.
-fn ring_window(
-    ring: &mut IoUring,
-    window: &[FileRead<'_>],
-) -> io::Result<Vec<io::Result<Vec<u8>>>> {
-    let mut bufs = Vec::with_capacity(window.len());
-    for read in window {
-        bufs.push(aligned(read.len)?);
+/// A thread's ring and the number of the window last submitted through it, carried in the high
+/// half of every entry's `user_data`: a completion of any other window (one a failure left
+/// behind) is recognised and never taken for one of this window's.
+struct BatchRing {
+    ring: IoUring,
+    generation: u32,
+}
+
+/// A window's buffers while the kernel may write into them: dropped before every read was
+/// reaped (an error, or a panic unwinding), they are leaked, never freed.
+struct InFlight {
+    bufs: Vec<AlignedBuf>,
+    reaped: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.reaped {
+            std::mem::forget(std::mem::take(&mut self.bufs));
+        }
     }
+}
+
+/// One window of reads through `ring`, into `bufs` (one per read). `Err` when the ring itself
+/// failed or answered something unexpected (the buffers are then leaked and the caller drops
+/// the ring); a read the kernel failed is read again alone, so it answers what a lone read
+/// would.
+fn ring_window(
+    ring: &mut BatchRing,
+    window: &[FileRead<'_>],
+    bufs: Vec<AlignedBuf>,
+) -> io::Result<Vec<io::Result<Vec<u8>>>> {
+    ring.generation = ring.generation.wrapping_add(1);
+    let tag = u64::from(ring.generation) << 32;
+    let mut flight = InFlight { bufs, reaped: false };
     let mut results: Vec<Option<io::Result<Vec<u8>>>> = (0..window.len()).map(|_| None).collect();
-    for (i, (read, buf)) in window.iter().zip(&mut bufs).enumerate() {
+    for (i, (read, buf)) in window.iter().zip(&mut flight.bufs).enumerate() {
         let span = read.len.next_multiple_of(SECTOR_BYTES) as u32;
         let fd = types::Fd(read.file.as_raw_fd());
         let sqe = opcode::Read::new(fd, buf.as_mut_slice().as_mut_ptr(), span)
             .offset(read.offset)
             .build()
-            .user_data(i as u64);
-        // Safety: the entry points into `bufs[i]`, a heap buffer this frame owns and neither
-        // moves nor frees until its completion is reaped below (or leaks on failure); the
-        // file outlives the call (the kernel also holds its own reference while reading).
-        if unsafe { ring.submission().push(&sqe) }.is_err() {
-            // Cannot happen: the queue holds BATCH_READS entries and was empty. Nothing of
-            // this window was submitted yet, so the buffers are ours.
+            .user_data(tag | i as u64);
+        // Safety: the entry points into `flight.bufs[i]`, a heap buffer that neither moves nor
+        // is freed until its completion is reaped below: `flight` leaks every buffer if it is
+        // dropped before that. The file outlives the call (and the kernel holds its own
+        // reference while reading).
+        if unsafe { ring.ring.submission().push(&sqe) }.is_err() {
+            // Cannot happen: the queue holds BATCH_READS entries and was empty.
             return Err(io::Error::other("io_uring submission queue full"));
         }
     }
     let mut pending = window.len();
     while pending > 0 {
-        match ring.submit_and_wait(1) {
+        match ring.ring.submit_and_wait(1) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // Reads may still be in flight into these buffers: leak them.
-                std::mem::forget(bufs);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
-        for cqe in ring.completion() {
-            let Some(i) = usize::try_from(cqe.user_data()).ok().filter(|&i| i < window.len())
-            else {
-                continue;
-            };
-            if results[i].is_some() {
-                continue;
+        for cqe in ring.ring.completion() {
+            let data = cqe.user_data();
+            let i = (data & u64::from(u32::MAX)) as usize;
+            if data & !u64::from(u32::MAX) != tag || i >= window.len() || results[i].is_some() {
+                return Err(io::Error::other("an io_uring completion this batch did not submit"));
             }
             pending -= 1;
-            let read = &window[i];
-            let res = cqe.result();
-            results[i] = Some(if res < 0 {
-                Err(io::Error::from_raw_os_error(-res))
-            } else if (res as usize) < read.len {
-                // Short (the end of the file, or an interrupted read): read it again
-                // synchronously, which answers the same as a lone read would.
-                read.alone()
-            } else {
-                Ok(bufs[i].as_slice()[..read.len].to_vec())
-            });
+            results[i] = Some(answer(&window[i], cqe.result(), &flight.bufs[i]));
         }
     }
+    flight.reaped = true;
     Ok(results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(io::Error::other("no completion"))))
         .collect())
+}
+
+/// What a read answers, given its completion's result and its buffer: the bytes when it read
+/// them all; when it failed (EINTR, EAGAIN, a real error) or came back short (the end of the
+/// file), whatever the read answers done again alone, which is what a lone read answers.
+fn answer(read: &FileRead<'_>, res: i32, buf: &AlignedBuf) -> io::Result<Vec<u8>> {
+    match usize::try_from(res) {
+        Ok(n) if n >= read.len => Ok(buf.as_slice()[..read.len].to_vec()),
+        _ => read.alone(),
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +202,25 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+
+    #[test]
+    fn a_failed_or_short_completion_answers_what_a_lone_read_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let file = File::open(&path).unwrap();
+        let buf = aligned(4096).unwrap(); // zeros: never what the file holds
+        let read = FileRead { file: &file, direct: false, offset: 4096, len: 4096 };
+        for res in [-libc::EINTR, -libc::EAGAIN, -libc::EIO, 0, 100] {
+            assert_eq!(answer(&read, res, &buf).unwrap(), vec![7u8; 4096], "result {res}");
+        }
+        assert_eq!(answer(&read, 4096, &buf).unwrap(), vec![0u8; 4096]);
+        let past = FileRead { offset: 8192, ..read };
+        assert_eq!(
+            answer(&past, -libc::EINTR, &buf).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
 
     #[test]
     fn a_batch_reads_what_single_reads_read() {
