@@ -298,7 +298,9 @@ impl Database {
     }
 
     /// The values of several keys, in the order given, all read at one snapshot (a
-    /// cross-shard commit is seen whole or not at all).
+    /// cross-shard commit is seen whole or not at all). Keys that must be read from the
+    /// shards' on-disk trees are read in flight together, from every shard at once
+    /// (`docs/adr/0004-read-path.md`).
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
         for k in keys {
             self.check_key(k.as_ref())?;

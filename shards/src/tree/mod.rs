@@ -378,7 +378,8 @@ impl Root {
                         let want = (limit - out.entries.len()).div_ceil(per_leaf.max(1)) + 1;
                         let more = want.min(READ_AHEAD_LEAVES);
                         if !ahead.iter().any(|(a, _)| *a == at) {
-                            ahead = self.read_ahead(branch, *i, direction, more)?;
+                            let within = (lower, upper);
+                            ahead = self.read_ahead(branch, *i, direction, within, more)?;
                         }
                     }
                 }
@@ -453,25 +454,42 @@ impl Root {
     }
 
     /// Scan read-ahead: when the leaf at `branch.children[i]` is not cached, it and up to
-    /// `want - 1` more leaves after it in `direction` that are not cached either are read
-    /// in flight together, cached and returned, so a scan waits for one read, not one per leaf.
+    /// `want - 1` more leaves after it in `direction` (none past the scan's far bound) that are
+    /// not cached either are read in flight together, cached and returned, so a scan waits for
+    /// one read, not one per leaf.
     fn read_ahead(
         &self,
         branch: &Branch,
         i: usize,
         direction: Direction,
+        within: (Bound<&[u8]>, Bound<&[u8]>),
         want: usize,
     ) -> Result<Vec<(ExtentRef, Arc<Node>)>> {
         let mut read = Vec::new();
         if self.cache.peek(&branch.children[i]).is_some() {
             return Ok(read);
         }
-        let ahead: Box<dyn Iterator<Item = &ExtentRef>> = match direction {
-            Direction::Forward => Box::new(branch.children[i..].iter()),
-            Direction::Reverse => Box::new(branch.children[..=i].iter().rev()),
+        // Children in `direction` from `i`, while they can hold keys within the bounds: child
+        // `j` holds keys from `separators[j - 1]` up to before `separators[j]`.
+        let (lower, upper) = within;
+        let seps = &branch.separators;
+        let ahead: Box<dyn Iterator<Item = usize>> = match direction {
+            Direction::Forward => Box::new((i..branch.children.len()).take_while(move |&j| {
+                j == i || seps.get(j - 1).is_some_and(|sep| below_upper(sep, upper))
+            })),
+            Direction::Reverse => Box::new((0..=i).rev().take_while(move |&j| {
+                j == i
+                    || seps.get(j).is_some_and(|sep| match lower {
+                        Bound::Included(l) | Bound::Excluded(l) => sep > l,
+                        Bound::Unbounded => true,
+                    })
+            })),
         };
-        let wanted: Vec<ExtentRef> =
-            ahead.take(want.max(1)).filter(|a| self.cache.peek(a).is_none()).copied().collect();
+        let wanted: Vec<ExtentRef> = ahead
+            .take(want.max(1))
+            .map(|j| branch.children[j])
+            .filter(|a| self.cache.peek(a).is_none())
+            .collect();
         if wanted.len() < 2 {
             return Ok(read);
         }

@@ -706,4 +706,17 @@ fn a_scan_with_no_cache_reads_each_leaf_once() {
         let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
         assert!(reads <= extents + 2, "{direction:?}: {reads} reads for {extents} extents");
     }
+    // A scan whose far bound is a few keys away reads no leaf past it ahead.
+    let keys: Vec<Vec<u8>> = batch.iter().map(|(k, _)| k.clone()).collect();
+    let height = root.superblock().root.map_or(0, |(_, h)| h as usize);
+    for (direction, lo, hi) in [
+        (Direction::Forward, Bound::Unbounded, Bound::Excluded(keys[5].as_slice())),
+        (Direction::Reverse, Bound::Included(keys[keys.len() - 5].as_slice()), Bound::Unbounded),
+    ] {
+        counting.reads.store(0, std::sync::atomic::Ordering::Relaxed);
+        let c = bare.chunk(lo, hi, direction, 100_000).unwrap();
+        assert_eq!(c.entries.len(), 5);
+        let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(reads <= height + 1, "{direction:?}: {reads} reads, tree height {height}");
+    }
 }
