@@ -17,7 +17,12 @@ use std::time::Instant;
 
 use lightning_db::{Database, LightningDbConfig, WalSyncMode};
 
+/// Writer threads of `fill` (RESTART_THREADS overrides it, for memory diagnosis).
 const THREADS: u64 = 4;
+
+fn threads() -> u64 {
+    std::env::var("RESTART_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(THREADS).max(1)
+}
 
 fn key(i: u64) -> [u8; 16] {
     (u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 1).to_be_bytes()
@@ -80,13 +85,14 @@ fn fill(dir: &str, keys: u64, mode: WalSyncMode, kill: bool) -> lightning_db::Re
         LightningDbConfig { wal_sync_mode: mode, memtable_bytes, ..LightningDbConfig::default() };
     let db = Database::open(dir, config)?;
     let started = Instant::now();
+    let threads = threads();
     std::thread::scope(|s| {
         let db = &db;
-        let workers: Vec<_> = (0..THREADS)
+        let workers: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     let value = [t as u8; 100];
-                    (t..keys).step_by(THREADS as usize).try_for_each(|i| db.put(key(i), value))
+                    (t..keys).step_by(threads as usize).try_for_each(|i| db.put(key(i), value))
                 })
             })
             .collect();
