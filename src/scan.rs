@@ -133,18 +133,18 @@ impl DbIterator {
     }
 
     /// Before the first chunks: every shard's leaf at the scan's start is read into its cache
-    /// in one batch, so the first chunks do not read one shard after another. Skipped where
-    /// the start is not a key (a reverse scan with no upper bound). A failed read here is
-    /// left for the chunk that needs the leaf to report.
+    /// in one batch, so the first chunks do not read one shard after another (a reverse scan
+    /// with no upper bound starts at each tree's last leaf). A failed read here is left for
+    /// the chunk that needs the leaf to report.
     fn prefetch(&mut self, direction: Direction) {
         self.prefetched = true;
-        let start = match (direction, &self.lower, &self.upper) {
-            (Direction::Forward, Bound::Included(k) | Bound::Excluded(k), _) => k.as_slice(),
-            (Direction::Forward, Bound::Unbounded, _) => &[],
-            (Direction::Reverse, _, Bound::Included(k) | Bound::Excluded(k)) => k.as_slice(),
-            (Direction::Reverse, _, Bound::Unbounded) => return,
+        let start: Option<&[u8]> = match (direction, &self.lower, &self.upper) {
+            (Direction::Forward, Bound::Included(k) | Bound::Excluded(k), _) => Some(k),
+            (Direction::Forward, Bound::Unbounded, _) => Some(&[]),
+            (Direction::Reverse, _, Bound::Included(k) | Bound::Excluded(k)) => Some(k),
+            (Direction::Reverse, _, Bound::Unbounded) => None,
         };
-        let parts: Vec<(&ShardSnapshot, &[u8])> =
+        let parts: Vec<(&ShardSnapshot, Option<&[u8]>)> =
             self.streams.iter().map(|s| (&s.snapshot, start)).collect();
         let _ = ShardSnapshot::prefetch_across(&parts, direction);
     }

@@ -241,17 +241,20 @@ pub fn get_many_across(parts: &[(&Layers, Ts, &[&[u8]])]) -> Result<Vec<Vec<Laye
     Ok(answers)
 }
 
-/// Brings into the caches the path to the leaf holding `key` in each part's tree and the
-/// leaf after it in `direction`, the misses of all of them read in flight together: a scan about to start at `key` in every shard
+/// Brings into the caches the path to the leaf holding `key` in each part's tree (`None`:
+/// the tree's last leaf) and the leaf after it in `direction`, the misses of all of them read in flight together: a scan about to start at `key` in every shard
 /// then finds its first leaves cached instead of reading them one shard after another.
-pub fn prefetch_across(parts: &[(&Layers, &[u8])], direction: Direction) -> Result<()> {
-    let keys: Vec<&[u8]> = parts.iter().map(|(_, k)| *k).collect();
+pub fn prefetch_across(parts: &[(&Layers, Option<&[u8]>)], direction: Direction) -> Result<()> {
+    let keys: Vec<&[u8]> = parts.iter().map(|(_, k)| k.unwrap_or_default()).collect();
     let mut descents: Vec<crate::tree::Descent<'_>> = parts
         .iter()
         .zip(&keys)
-        .filter_map(|((layers, _), key)| {
+        .filter_map(|((layers, start), key)| {
             let tree = layers.tree.as_ref()?;
-            Some(crate::tree::Descent::paths(tree, std::slice::from_ref(key), direction))
+            Some(match start {
+                Some(_) => crate::tree::Descent::paths(tree, std::slice::from_ref(key), direction),
+                None => crate::tree::Descent::last_path(tree),
+            })
         })
         .collect();
     crate::tree::get_many_across(&mut descents)

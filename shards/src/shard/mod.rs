@@ -178,10 +178,15 @@ impl ShardSnapshot {
     }
 
     /// Reads into the shards' caches, in flight together, the leaf each part's scan will
-    /// start from (`(shard, start key)`) and the one after it in `direction`: a scan of many shards waits for one batch of reads
+    /// start from (`(shard, start key)`; `None`: the tree's last leaf, for a reverse scan with
+    /// no upper bound) and the one after it in `direction`: a scan of many shards waits for one batch of reads
     /// instead of one read per shard in turn.
-    pub fn prefetch_across(parts: &[(&ShardSnapshot, &[u8])], direction: Direction) -> Result<()> {
-        let asked: Vec<(&Layers, &[u8])> = parts.iter().map(|(s, k)| (&*s.layers, *k)).collect();
+    pub fn prefetch_across(
+        parts: &[(&ShardSnapshot, Option<&[u8]>)],
+        direction: Direction,
+    ) -> Result<()> {
+        let asked: Vec<(&Layers, Option<&[u8]>)> =
+            parts.iter().map(|(s, k)| (&*s.layers, *k)).collect();
         crate::view::prefetch_across(&asked, direction)
     }
 

@@ -123,6 +123,8 @@ pub struct Descent<'a> {
     values: bool,
     /// With `values` false: also bring in the leaf after each key's leaf in this direction.
     ahead: Option<Direction>,
+    /// Follow the last child at every branch instead of the keys (the tree's last leaf).
+    last: bool,
 }
 
 impl<'a> Descent<'a> {
@@ -137,6 +139,7 @@ impl<'a> Descent<'a> {
             fetched: std::collections::HashMap::new(),
             values: true,
             ahead: None,
+            last: false,
         }
     }
 
@@ -145,6 +148,12 @@ impl<'a> Descent<'a> {
     /// start there: it starts inside a leaf, so it most likely needs the next one too).
     pub fn paths(root: &'a Root, keys: &'a [&'a [u8]], direction: Direction) -> Self {
         Descent { values: false, ahead: Some(direction), ..Descent::new(root, keys) }
+    }
+
+    /// As [`paths`](Self::paths) to the tree's last leaf and the one before it (a reverse
+    /// scan with no upper bound about to start).
+    pub fn last_path(root: &'a Root) -> Self {
+        Descent { last: true, ..Descent::paths(root, &[b""], Direction::Reverse) }
     }
 
     /// Each key's value (`None`: not in the tree), in the order given.
@@ -169,7 +178,11 @@ impl<'a> Descent<'a> {
                 };
                 match &*node {
                     Node::Branch { level, branch } => {
-                        let child = branch.separators.partition_point(|s| s <= *key);
+                        let child = if self.last {
+                            branch.children.len() - 1
+                        } else {
+                            branch.separators.partition_point(|s| s <= *key)
+                        };
                         self.at[i] = Some(branch.children[child]);
                         let next = match self.ahead {
                             Some(Direction::Forward) => branch.children.get(child + 1),

@@ -720,3 +720,30 @@ fn a_scan_with_no_cache_reads_each_leaf_once() {
         assert!(reads <= height + 1, "{direction:?}: {reads} reads, tree height {height}");
     }
 }
+
+#[test]
+fn the_last_path_brings_the_last_two_leaves_into_the_cache() {
+    let disk = SimDisk::new(14);
+    let (mut tree, mut io) = open(&disk, false).unwrap();
+    let mut batch: Vec<Update> =
+        (0..3000u64).map(|i| (key(i), Some(b"0123456789".to_vec()))).collect();
+    batch.sort();
+    tree.merge(&mut io, &batch, 2, 1).unwrap();
+    let root = tree.root();
+    let bytes = disk.read(&dir().join(TREE_FILE)).unwrap();
+    let mut leaves: Vec<(Vec<u8>, ExtentRef)> = Vec::new();
+    for at in root.verify().unwrap() {
+        let span = &bytes[at.page as usize * 4096..][..at.pages as usize * 4096];
+        if let Node::Leaf(leaf) = page::decode(span, at, 4096).unwrap() {
+            leaves.push((leaf.key(0).to_vec(), at));
+        }
+    }
+    leaves.sort_by(|a, b| a.0.cmp(&b.0));
+    let n = leaves.len();
+    assert!(n > 4);
+    assert!(leaves.iter().all(|(_, at)| root.cache.peek(at).is_none()), "merges cache nothing");
+    get_many_across(&mut [Descent::last_path(&root)]).unwrap();
+    for (i, (_, at)) in leaves.iter().enumerate() {
+        assert_eq!(root.cache.peek(at).is_some(), i >= n - 2, "leaf {i} of {n}");
+    }
+}
