@@ -60,6 +60,22 @@ impl Layers {
     /// The newest version of `key` at or below `ts`: the memtables newest first, then the tree
     /// (everything in it is older than anything in a memtable).
     pub fn get(&self, key: &[u8], ts: Ts) -> Result<Layered> {
+        let below = match self.in_memtables(key, ts) {
+            Ok(answer) => return Ok(answer),
+            Err(below) => below,
+        };
+        if let Some(tree) = &self.tree {
+            if let Some(v) = tree.get(key)? {
+                return Ok(Layered::Value(v));
+            }
+        }
+        Ok(below)
+    }
+
+    /// What the memtables answer for `key` at `ts`: `Ok` when one holds a version (a value or
+    /// a tombstone); `Err` with what to answer if the tree does not hold it either (`Absent`,
+    /// or `AbsentBelowNewer` when a memtable had only versions above `ts`).
+    fn in_memtables(&self, key: &[u8], ts: Ts) -> std::result::Result<Layered, Layered> {
         let mut newer = false;
         for m in self.memtables() {
             match m.get(key, ts) {
@@ -68,37 +84,23 @@ impl Layers {
                 Lookup::Missing { newest_invisible } => newer |= newest_invisible.is_some(),
             }
         }
-        if let Some(tree) = &self.tree {
-            if let Some(v) = tree.get(key)? {
-                return Ok(Layered::Value(v));
-            }
-        }
-        Ok(if newer { Layered::AbsentBelowNewer } else { Layered::Absent })
+        Err(if newer { Layered::AbsentBelowNewer } else { Layered::Absent })
     }
 
     /// What the memtables say of each key, and the positions of the keys they do not
     /// answer (the tree's to answer).
     fn memtables_many(&self, keys: &[&[u8]], ts: Ts) -> (Vec<Layered>, Vec<usize>) {
-        let mut out = Vec::with_capacity(keys.len());
         let mut below = Vec::new();
-        'keys: for (i, key) in keys.iter().enumerate() {
-            let mut newer = false;
-            for m in self.memtables() {
-                match m.get(key, ts) {
-                    Lookup::Found(v) => {
-                        out.push(Layered::Value(v));
-                        continue 'keys;
-                    }
-                    Lookup::Deleted => {
-                        out.push(Layered::Absent);
-                        continue 'keys;
-                    }
-                    Lookup::Missing { newest_invisible } => newer |= newest_invisible.is_some(),
-                }
-            }
-            out.push(if newer { Layered::AbsentBelowNewer } else { Layered::Absent });
-            below.push(i);
-        }
+        let out = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                self.in_memtables(key, ts).unwrap_or_else(|absent| {
+                    below.push(i);
+                    absent
+                })
+            })
+            .collect();
         (out, below)
     }
 

@@ -625,30 +625,42 @@ fn a_compaction_interrupted_anywhere_leaves_a_whole_tree() {
     }
 }
 
-#[test]
-fn read_ahead_of_a_scan_leaves_damage_past_its_range_to_whoever_reaches_it() {
-    let disk = SimDisk::new(12);
+/// A tree of 3 000 keys with 10-byte values (leaves of ~100 entries), merged in one step on
+/// a fresh simulated disk: the disk, the writer (its root is the tree) and the keys in order.
+fn short_value_tree(seed: u64) -> (SimDisk, TreeWriter<SimStorage>, Vec<Vec<u8>>) {
+    let disk = SimDisk::new(seed);
     let (mut tree, mut io) = open(&disk, false).unwrap();
-    // Short values: leaves of ~100 entries, so a chunk of 50 stays in the first one and
-    // still wants a second leaf read ahead (the first guess is 32 entries a leaf).
     let mut batch: Vec<Update> =
         (0..3000u64).map(|i| (key(i), Some(b"0123456789".to_vec()))).collect();
     batch.sort();
     tree.merge(&mut io, &batch, 2, 1).unwrap();
-    let root = tree.root();
-    // Damage every leaf but the first in key order.
-    let path = dir().join(TREE_FILE);
-    let bytes = disk.read(&path).unwrap();
-    let mut leaves: Vec<(Vec<u8>, ExtentRef)> = Vec::new();
+    let keys = batch.into_iter().map(|(k, _)| k).collect();
+    (disk, tree, keys)
+}
+
+/// Every leaf `root` reaches, as read from the file, in key order (with its first key).
+fn leaves_in_key_order(disk: &SimDisk, root: &Root) -> Vec<(Vec<u8>, ExtentRef)> {
+    let bytes = disk.read(&dir().join(TREE_FILE)).unwrap();
+    let mut leaves = Vec::new();
     for at in root.verify().unwrap() {
-        if let Node::Leaf(leaf) =
-            page::decode(&bytes[at.page as usize * 4096..][..at.pages as usize * 4096], at, 4096)
-                .unwrap()
-        {
+        let span = &bytes[at.page as usize * 4096..][..at.pages as usize * 4096];
+        if let Node::Leaf(leaf) = page::decode(span, at, 4096).unwrap() {
             leaves.push((leaf.key(0).to_vec(), at));
         }
     }
     leaves.sort_by(|a, b| a.0.cmp(&b.0));
+    leaves
+}
+
+#[test]
+fn read_ahead_of_a_scan_leaves_damage_past_its_range_to_whoever_reaches_it() {
+    // Short values: leaves of ~100 entries, so a chunk of 50 stays in the first one and
+    // still wants a second leaf read ahead (the first guess is 32 entries a leaf).
+    let (disk, tree, _) = short_value_tree(12);
+    let root = tree.root();
+    // Damage every leaf but the first in key order.
+    let path = dir().join(TREE_FILE);
+    let leaves = leaves_in_key_order(&disk, &root);
     assert!(leaves.len() > 4, "{} leaves", leaves.len());
     for (_, at) in &leaves[1..] {
         disk.damage(&path, at.page as usize * 4096 + PAGE_HEADER_BYTES + 3, 0x10).unwrap();
@@ -679,12 +691,7 @@ impl crate::io::ReadAt for CountingReader {
 
 #[test]
 fn a_scan_with_no_cache_reads_each_leaf_once() {
-    let disk = SimDisk::new(13);
-    let (mut tree, mut io) = open(&disk, false).unwrap();
-    let mut batch: Vec<Update> =
-        (0..3000u64).map(|i| (key(i), Some(b"0123456789".to_vec()))).collect();
-    batch.sort();
-    tree.merge(&mut io, &batch, 2, 1).unwrap();
+    let (_disk, tree, keys) = short_value_tree(13);
     let root = tree.root();
     let extents = root.verify().unwrap().len();
     let counting = Arc::new(CountingReader {
@@ -707,7 +714,6 @@ fn a_scan_with_no_cache_reads_each_leaf_once() {
         assert!(reads <= extents + 2, "{direction:?}: {reads} reads for {extents} extents");
     }
     // A scan whose far bound is a few keys away reads no leaf past it ahead.
-    let keys: Vec<Vec<u8>> = batch.iter().map(|(k, _)| k.clone()).collect();
     let height = root.superblock().root.map_or(0, |(_, h)| h as usize);
     for (direction, lo, hi) in [
         (Direction::Forward, Bound::Unbounded, Bound::Excluded(keys[5].as_slice())),
@@ -723,22 +729,9 @@ fn a_scan_with_no_cache_reads_each_leaf_once() {
 
 #[test]
 fn the_last_path_brings_the_last_two_leaves_into_the_cache() {
-    let disk = SimDisk::new(14);
-    let (mut tree, mut io) = open(&disk, false).unwrap();
-    let mut batch: Vec<Update> =
-        (0..3000u64).map(|i| (key(i), Some(b"0123456789".to_vec()))).collect();
-    batch.sort();
-    tree.merge(&mut io, &batch, 2, 1).unwrap();
+    let (disk, tree, _) = short_value_tree(14);
     let root = tree.root();
-    let bytes = disk.read(&dir().join(TREE_FILE)).unwrap();
-    let mut leaves: Vec<(Vec<u8>, ExtentRef)> = Vec::new();
-    for at in root.verify().unwrap() {
-        let span = &bytes[at.page as usize * 4096..][..at.pages as usize * 4096];
-        if let Node::Leaf(leaf) = page::decode(span, at, 4096).unwrap() {
-            leaves.push((leaf.key(0).to_vec(), at));
-        }
-    }
-    leaves.sort_by(|a, b| a.0.cmp(&b.0));
+    let leaves = leaves_in_key_order(&disk, &root);
     let n = leaves.len();
     assert!(n > 4);
     assert!(leaves.iter().all(|(_, at)| root.cache.peek(at).is_none()), "merges cache nothing");
