@@ -12,17 +12,18 @@ use std::ops::Bound;
 
 use std::sync::Arc;
 
-use lightning_shards::{Direction, Error, KeyBytes, Result, ShardSnapshot};
+use lightning_shards::{Direction, Error, KeyBytes, Result, ScanValue, ShardSnapshot};
 
 use crate::snapshot::DbSnapshot;
 
 /// First chunk size per shard stream; doubles on every refill.
-const CHUNK_MIN: usize = 32;
+const CHUNK_MIN: usize = 8;
 /// Largest chunk per shard stream.
 pub const CHUNK_MAX: usize = 1024;
 
-/// A buffered entry: the key copied inline when short, the value copied out of the memtable.
-type Entry = (KeyBytes, Vec<u8>);
+/// A buffered entry: the key copied inline when short; the value copied out of a memtable, or
+/// still in a tree leaf (copied when the entry is handed over).
+type Entry = (KeyBytes, ScanValue);
 
 /// Where a stream's next chunk starts in one direction.
 #[derive(Clone, Debug)]
@@ -243,7 +244,7 @@ impl DbIterator {
             self.ended = true;
             return Some(Err(e));
         }
-        entry.map(|(k, v)| Ok((k.as_slice().to_vec(), v)))
+        entry.map(|(k, v)| Ok((k.as_slice().to_vec(), v.into_vec())))
     }
 }
 

@@ -48,6 +48,34 @@ fn check(db: &Database, model: &Model, context: &str) {
     let got = db.multi_get(&keys).unwrap();
     assert!(got.iter().zip(&keys).all(|(g, k)| g.as_ref() == model.get(k)), "{context}: multi_get");
     assert_eq!(db.get(b"never-written").unwrap(), None);
+    check_ranges(db, model, context);
+}
+
+/// Bounded ranges, forward and backward, whole and cut short, agree with `model`: each
+/// shard's chunks resume inside its tree and memtables at many points.
+fn check_ranges(db: &Database, model: &Model, context: &str) {
+    let keys: Vec<&Vec<u8>> = model.keys().collect();
+    if keys.is_empty() {
+        return;
+    }
+    for (n, step) in [(0usize, 7usize), (3, 101), (40, 997), (1, 1499)] {
+        let lo = keys[n.min(keys.len() - 1)].clone();
+        let hi = keys[(n + step).min(keys.len() - 1)].clone();
+        let want: Vec<_> =
+            model.range(lo.clone()..hi.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let got = collect(db.range(lo.clone()..hi.clone()).unwrap());
+        assert!(got == want, "{context}: range {n}+{step}");
+        let mut back = collect(db.range(lo.clone()..hi.clone()).unwrap().rev());
+        back.reverse();
+        assert!(back == want, "{context}: reverse range {n}+{step}");
+        for take in [1, 9, 33] {
+            let got: Vec<_> =
+                db.scan(Some(&lo), None).unwrap().take(take).collect::<Result<_, _>>().unwrap();
+            let want: Vec<_> =
+                model.range(lo.clone()..).take(take).map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert!(got == want, "{context}: {take} from {n}");
+        }
+    }
 }
 
 /// Overwrites and deletes over 3000 keys, 12 rounds.

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::error::Result;
-use crate::memtable::{Chunk, Direction, KeyBytes, Lookup, Memtable, VersionChunk};
+use crate::memtable::{Direction, KeyBytes, Lookup, Memtable};
 use crate::oracle::Oracle;
-use crate::tree::Root;
+use crate::tree::{Root, ScanValue};
 use crate::version::Ts;
 
 /// Where a shard's data is, newest first: the memtable writes go to, frozen memtables waiting
@@ -131,21 +131,39 @@ impl Layers {
         ts: Ts,
         direction: Direction,
         limit: usize,
-    ) -> Result<Chunk> {
+    ) -> Result<ScanChunk> {
         let limit = limit.max(1);
         if self.frozen.is_empty() && self.tree.is_none() {
-            return Ok(self.active.chunk(lower, upper, ts, direction, limit));
+            let c = self.active.chunk(lower, upper, ts, direction, limit);
+            let entries = c.entries.into_iter().map(|(k, v)| (k, ScanValue::owned(v))).collect();
+            return Ok(ScanChunk { entries, resume_after: c.resume_after });
         }
+        // The tree first: where its chunk stops bounds how far the memtables need walking
+        // (the merged chunk ends there), so a memtable holding a few of the range's keys is
+        // not walked, and its values copied, far past it.
+        let tree = match &self.tree {
+            Some(tree) => Some(tree.chunk(lower, upper, direction, limit)?),
+            None => None,
+        };
+        let (m_lower, m_upper) =
+            match (tree.as_ref().and_then(|c| c.resume_after.as_deref()), direction) {
+                (Some(r), Direction::Forward) => (lower, Bound::Included(r)),
+                (Some(r), Direction::Reverse) => (Bound::Included(r), upper),
+                (None, _) => (lower, upper),
+            };
         // Each layer's chunk, as (key, value or tombstone), and where it stopped.
-        let mut parts: Vec<VersionChunk> = self
+        let mut parts: Vec<(Vec<LayerEntry>, Option<Vec<u8>>)> = self
             .memtables()
-            .map(|m| m.chunk_versions(lower, upper, ts, direction, limit))
+            .map(|m| {
+                let c = m.chunk_versions(m_lower, m_upper, ts, direction, limit);
+                let entries =
+                    c.entries.into_iter().map(|(k, v)| (k, v.map(ScanValue::owned))).collect();
+                (entries, c.resume_after)
+            })
             .collect();
-        if let Some(tree) = &self.tree {
-            let c = tree.chunk(lower, upper, direction, limit)?;
-            let entries =
-                c.entries.into_iter().map(|(k, v)| (KeyBytes::new(&k), Some(v))).collect();
-            parts.push(VersionChunk { entries, resume_after: c.resume_after });
+        if let Some(c) = tree {
+            let entries = c.entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            parts.push((entries, c.resume_after));
         }
         // Keys past the nearest point where a layer stopped may be missing that layer's
         // entries: the merged chunk ends there.
@@ -154,8 +172,8 @@ impl Layers {
             Direction::Reverse => a < b,
         };
         let mut cut: Option<Vec<u8>> = None;
-        for part in &parts {
-            if let Some(r) = &part.resume_after {
+        for (_, resume_after) in &parts {
+            if let Some(r) = resume_after {
                 if cut.as_ref().is_none_or(|c| ahead(c, r)) {
                     cut = Some(r.clone());
                 }
@@ -164,9 +182,9 @@ impl Layers {
         // A k-way merge of the layers' chunks, each already in `direction` order: the
         // first key in that order is taken from the newest layer holding it, and the same key
         // in older layers is dropped (a newer version or tombstone hides it).
-        let mut queues: Vec<VecDeque<(KeyBytes, Option<Vec<u8>>)>> =
-            parts.into_iter().map(|p| p.entries.into()).collect();
-        let mut out = Chunk {
+        let mut queues: Vec<VecDeque<LayerEntry>> =
+            parts.into_iter().map(|(entries, _)| entries.into()).collect();
+        let mut out = ScanChunk {
             entries: Vec::with_capacity(queues.iter().map(VecDeque::len).max().unwrap_or(0)),
             resume_after: None,
         };
@@ -204,6 +222,18 @@ impl Layers {
         out.resume_after = cut;
         Ok(out)
     }
+}
+
+/// A key in one layer's chunk, with its value or tombstone (`None`).
+type LayerEntry = (KeyBytes, Option<ScanValue>);
+
+/// One chunk of a shard's scan, merged across its layers.
+#[derive(Debug, Default)]
+pub struct ScanChunk {
+    /// Visible `(key, value)` pairs, in scan order.
+    pub entries: Vec<(KeyBytes, ScanValue)>,
+    /// The last key examined; the next chunk starts strictly after it. `None`: range exhausted.
+    pub resume_after: Option<Vec<u8>>,
 }
 
 /// [`Layers::get`] of several keys in several shards' layers, each part `(layers, snapshot,
@@ -424,7 +454,9 @@ mod tests {
                     };
                     let c = layers.chunk(lo, hi, Ts::new(3), direction, limit).unwrap();
                     assert!(c.entries.len() <= limit);
-                    got.extend(c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v)));
+                    got.extend(
+                        c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v.into_vec())),
+                    );
                     match c.resume_after {
                         Some(k) => after = Some(k),
                         None => break,

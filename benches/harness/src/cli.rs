@@ -70,6 +70,10 @@ pub struct Args {
     /// Cap on each measured phase, seconds (a capped case says so).
     #[arg(long, default_value_t = 120.0)]
     pub max_secs: f64,
+    /// After the preload, read every key once in order, untimed, so the measured phase starts
+    /// with whatever the engine caches warm (its own cache, the page cache).
+    #[arg(long)]
+    pub warm: bool,
     /// Print a Markdown summary of recorded runs (report.json files) and exit.
     #[arg(long, value_delimiter = ',')]
     pub markdown: Vec<PathBuf>,
@@ -157,6 +161,7 @@ pub fn cases(args: &Args) -> Result<Vec<CaseParams>> {
                             seed: args.seed,
                             batch_size: args.batch_size.max(1),
                             scan_len: args.scan_len.max(1),
+                            warm: args.warm,
                             data_dir: args.data_dir.clone(),
                             progress: !args.quiet,
                         });

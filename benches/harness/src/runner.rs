@@ -66,6 +66,8 @@ pub struct CaseParams {
     pub batch_size: usize,
     /// Entries per scan.
     pub scan_len: usize,
+    /// Read every key once in order after the preload, untimed.
+    pub warm: bool,
     /// Parent of the case's data directory.
     pub data_dir: PathBuf,
     /// Print a progress line every second.
@@ -242,6 +244,9 @@ pub fn run_case_on(params: &CaseParams, engine: Arc<dyn Engine>) -> Result<CaseR
     let permutation = Arc::new(workload::permutation(params.keys, params.seed));
     if params.workload.preload {
         preload(&engine, params, &values)?;
+        if params.warm {
+            warm(engine.as_ref(), params.keys)?;
+        }
     }
     let phase = Phase {
         engine: engine.clone(),
@@ -360,6 +365,17 @@ fn preload(engine: &Arc<dyn Engine>, p: &CaseParams, values: &Arc<ValuePool>) ->
         h.join().map_err(|_| engine::err("a preload thread panicked"))??;
     }
     engine.sync()
+}
+
+/// One untimed scan over every key (`--warm`): what the engine caches is warm when the
+/// measured phase starts. Fails unless it saw all `keys`.
+fn warm(engine: &dyn Engine, keys: u64) -> Result<()> {
+    let mut seen = 0u64;
+    engine.scan(&[0], usize::try_from(keys).unwrap_or(usize::MAX), &mut |_, _| seen += 1)?;
+    if seen != keys {
+        return Err(engine::err(format!("warm: scanned {seen} keys, expected {keys}")));
+    }
+    Ok(())
 }
 
 type Measured = (f64, Vec<Histogram<u64>>, Vec<(u64, Histogram<u64>)>);

@@ -39,9 +39,20 @@ fn params(workload: &str, dir: &std::path::Path) -> CaseParams {
         seed: 1,
         batch_size: 10,
         scan_len: 10,
+        warm: false,
         data_dir: dir.to_path_buf(),
         progress: false,
     }
+}
+
+#[test]
+fn warm_reads_every_preloaded_key_before_the_measured_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params("scan", dir.path());
+    p.warm = true;
+    // `warm` fails the case unless its scan saw every preloaded key.
+    let r = run_case(&p).unwrap();
+    assert_eq!(r.ops, 2_000);
 }
 
 #[test]

@@ -29,13 +29,13 @@ use crate::ingress::{ingress, Completion, Inbox, IngressSender, Request, Respond
 use crate::io::sys;
 use crate::io::uring::{Registration, RingSetup, UringStorage};
 use crate::io::Storage;
-use crate::memtable::{Chunk, Direction, Memtable};
+use crate::memtable::{Direction, Memtable};
 use crate::runtime::event_loop::{self, LoopConfig};
 use crate::stats::ShardStats;
 use crate::tree::{TreeOptions, TreeWriter};
 use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
-use crate::view::{Layered, Layers};
+use crate::view::{Layered, Layers, ScanChunk};
 use crate::wal::direct::{GROUP_BUFFER_BYTES, REGISTERED_BUFFERS};
 use crate::wal::reader::{self, RecoveryReport};
 use crate::wal::record::{OpRef, Ops};
@@ -131,14 +131,14 @@ pub struct ShardSnapshot {
 
 impl ShardSnapshot {
     /// Up to `limit` visible entries within the bounds, in `direction` order
-    /// (`Chunk::resume_after` says where the next chunk starts).
+    /// (`ScanChunk::resume_after` says where the next chunk starts).
     pub fn chunk(
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         direction: Direction,
         limit: usize,
-    ) -> Result<Chunk> {
+    ) -> Result<ScanChunk> {
         self.layers.chunk(lower, upper, self.ts, direction, limit)
     }
 

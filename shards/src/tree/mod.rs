@@ -37,7 +37,7 @@ use std::sync::{Arc, Weak};
 
 use crate::error::{Error, Result};
 use crate::io::{FileHandle, IoBuf, OpenHow, ReadAt, Storage};
-use crate::memtable::{above_lower, below_upper, Direction};
+use crate::memtable::{above_lower, below_upper, Direction, KeyBytes};
 use cache::PageCache;
 use page::{
     branch_entry_bytes, leaf_entry_bytes, Branch, ExtentRef, Kind, Leaf, Node, PageId, Value,
@@ -249,13 +249,65 @@ pub fn get_many_across(descents: &mut [Descent<'_>]) -> Result<()> {
 }
 
 /// One chunk of a tree scan (as `memtable::Chunk`).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct TreeChunk {
     /// `(key, value)` in scan order.
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    pub entries: Vec<(KeyBytes, ScanValue)>,
     /// The last key returned; `None` when the range is exhausted.
     pub resume_after: Option<Vec<u8>>,
 }
+
+/// A value a scan found: copied out already (a memtable's, an overflow value), or still in a
+/// decoded tree leaf, which it keeps alive and copies out of only when the scan hands the
+/// value to its caller. A scan reads entries ahead of what its caller takes (each shard's
+/// chunk, then the merge across shards); those it never hands over are never copied.
+#[derive(Clone, Debug)]
+pub struct ScanValue(ScanRepr);
+
+#[derive(Clone, Debug)]
+enum ScanRepr {
+    Owned(Vec<u8>),
+    /// Entry `i` of a leaf, whose value is inline.
+    InLeaf(Arc<Node>, usize),
+}
+
+impl ScanValue {
+    /// A value already copied out.
+    pub fn owned(value: Vec<u8>) -> ScanValue {
+        ScanValue(ScanRepr::Owned(value))
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            ScanRepr::Owned(v) => v,
+            ScanRepr::InLeaf(node, i) => match &**node {
+                // Made only for an inline value of a leaf (`Root::chunk`).
+                Node::Leaf(leaf) => match leaf.value(*i) {
+                    ValueRef::Inline(v) => v,
+                    ValueRef::Overflow { .. } => &[],
+                },
+                _ => &[],
+            },
+        }
+    }
+
+    /// The bytes, owned (copied when they are still in a leaf).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self.0 {
+            ScanRepr::Owned(v) => v,
+            ScanRepr::InLeaf(..) => self.as_slice().to_vec(),
+        }
+    }
+}
+
+impl PartialEq for ScanValue {
+    fn eq(&self, other: &ScanValue) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for ScanValue {}
 
 impl Root {
     /// The superblock this root was published with.
@@ -385,20 +437,32 @@ impl Root {
         let mut ahead: Vec<(ExtentRef, Arc<Node>)> = Vec::new();
         loop {
             let leaf = loop {
+                // A leaf the cache holds is taken from it; one it lacks is read with the
+                // leaves after it (`read_ahead`), unless an earlier read-ahead brought it.
+                let mut cached = None;
+                let mut looked = false;
                 if let Some((parent, i)) = path.last() {
                     if let Node::Branch { level: 1, branch } = &**parent {
-                        // One more than the estimate: the chunk starts inside a leaf.
-                        let want = (limit - out.entries.len()).div_ceil(per_leaf.max(1)) + 1;
-                        let more = want.min(READ_AHEAD_LEAVES);
-                        if !ahead.iter().any(|(a, _)| *a == at) {
+                        cached = self.cache.get(&at);
+                        looked = true;
+                        if cached.is_none() && !ahead.iter().any(|(a, _)| *a == at) {
+                            // One more than the estimate: the chunk starts inside a leaf.
+                            let want = (limit - out.entries.len()).div_ceil(per_leaf.max(1)) + 1;
+                            let more = want.min(READ_AHEAD_LEAVES);
                             let within = (lower, upper);
                             ahead = self.read_ahead(branch, *i, direction, within, more)?;
                         }
                     }
                 }
-                let node = match ahead.iter().find(|(a, _)| *a == at) {
-                    Some((_, node)) => node.clone(),
-                    None => self.node(at)?,
+                let node = match (cached, ahead.iter().find(|(a, _)| *a == at)) {
+                    (Some(node), _) => node,
+                    (None, Some((_, node))) => node.clone(),
+                    (None, None) if looked => {
+                        let node = Arc::new(self.read_node(at)?);
+                        self.cache.insert(at, node.clone());
+                        node
+                    }
+                    (None, None) => self.node(at)?,
                 };
                 match &*node {
                     Node::Branch { branch, .. } => {
@@ -418,7 +482,8 @@ impl Root {
                 }
             };
             first = false;
-            let Node::Leaf(leaf) = &*leaf else { return Ok(out) };
+            let node = leaf;
+            let Node::Leaf(leaf) = &*node else { return Ok(out) };
             per_leaf = leaf.len();
             // Where the range starts in this leaf (a binary search: only the first leaf can
             // start inside), then entries in direction order up to the far bound.
@@ -441,10 +506,13 @@ impl Root {
                 if !before_end {
                     return Ok(out);
                 }
-                let value = self.value(leaf.value(i))?;
-                out.entries.push((key.to_vec(), value));
+                let value = match leaf.value(i) {
+                    ValueRef::Inline(_) => ScanValue(ScanRepr::InLeaf(node.clone(), i)),
+                    overflow => ScanValue::owned(self.value(overflow)?),
+                };
+                out.entries.push((KeyBytes::new(key), value));
                 if out.entries.len() == limit {
-                    out.resume_after = out.entries.last().map(|(k, _)| k.clone());
+                    out.resume_after = Some(key.to_vec());
                     return Ok(out);
                 }
             }
@@ -848,8 +916,11 @@ impl<S: Storage> TreeWriter<S> {
                 let c =
                     root.chunk(lower, Bound::Unbounded, Direction::Forward, COMPACT_STEP_KEYS)?;
                 drop(root);
-                let updates: Vec<Update> =
-                    c.entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                let updates: Vec<Update> = c
+                    .entries
+                    .into_iter()
+                    .map(|(k, v)| (k.as_slice().to_vec(), Some(v.into_vec())))
+                    .collect();
                 install(self.merge(io, &updates, lsn, ts)?);
                 match c.resume_after {
                     Some(r) => resume = Some(r),

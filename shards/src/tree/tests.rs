@@ -71,7 +71,7 @@ fn scan_all(root: &Root, direction: Direction, chunk: usize) -> Vec<(Vec<u8>, Ve
             Direction::Reverse => (Bound::Unbounded, b),
         };
         let c = root.chunk(lo, hi, direction, chunk).unwrap();
-        out.extend(c.entries);
+        out.extend(c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v.into_vec())));
         match c.resume_after {
             Some(r) => resume = Some(r),
             None => return out,
@@ -177,7 +177,9 @@ fn bounded_chunks_in_both_directions() {
         (0..2000u32).map(|i| ((i * 2).to_be_bytes().to_vec(), Some(vec![1; 50]))).collect();
     let root = tree.merge(&mut io, &batch, 2, 1).unwrap();
     let k = |i: u32| i.to_be_bytes().to_vec();
-    let keys = |c: TreeChunk| c.entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    let keys = |c: TreeChunk| {
+        c.entries.into_iter().map(|(k, _)| k.as_slice().to_vec()).collect::<Vec<_>>()
+    };
     let c = root
         .chunk(Bound::Included(&k(101)), Bound::Excluded(&k(110)), Direction::Forward, 100)
         .unwrap();
