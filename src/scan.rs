@@ -12,7 +12,7 @@ use std::ops::Bound;
 
 use std::sync::Arc;
 
-use lightning_shards::{Direction, Error, KeyBytes, Result, ScanValue, ShardSnapshot};
+use lightning_shards::{Direction, Error, KeyBytes, Result, ScanValue, ShardSnapshot, TreeCursor};
 
 use crate::snapshot::DbSnapshot;
 
@@ -40,11 +40,18 @@ struct Side {
     buf: VecDeque<Entry>,
     cursor: Cursor,
     chunk: usize,
+    /// Where the last chunk left the shard's tree: the next one resumes there.
+    tree: TreeCursor,
 }
 
 impl Side {
     fn new() -> Self {
-        Side { buf: VecDeque::new(), cursor: Cursor::Start, chunk: CHUNK_MIN }
+        Side {
+            buf: VecDeque::new(),
+            cursor: Cursor::Start,
+            chunk: CHUNK_MIN,
+            tree: TreeCursor::default(),
+        }
     }
 }
 
@@ -116,7 +123,7 @@ impl DbIterator {
             (Cursor::After(k), Direction::Forward) => (Bound::Excluded(k.as_slice()), upper),
             (Cursor::After(k), Direction::Reverse) => (lower, Bound::Excluded(k.as_slice())),
         };
-        let chunk = match s.snapshot.chunk(lo, hi, direction, side.chunk) {
+        let chunk = match s.snapshot.chunk(lo, hi, direction, side.chunk, &mut side.tree) {
             Ok(chunk) => chunk,
             Err(e) => {
                 // A read of the shard's tree failed: the iterator reports it and ends.
@@ -134,20 +141,25 @@ impl DbIterator {
     }
 
     /// Before the first chunks: every shard's leaf at the scan's start is read into its cache
-    /// in one batch, so the first chunks do not read one shard after another (a reverse scan
-    /// with no upper bound starts at each tree's last leaf). A failed read here is left for
-    /// the chunk that needs the leaf to report.
+    /// in one batch, so the first chunks do not read one shard after another (a scan with no
+    /// bound on the side it starts from starts at each tree's first or last leaf). Each
+    /// shard's first chunk then starts at the leaf found. A failed read here is left for the
+    /// chunk that needs the leaf to report.
     fn prefetch(&mut self, direction: Direction) {
         self.prefetched = true;
-        let start: Option<&[u8]> = match (direction, &self.lower, &self.upper) {
-            (Direction::Forward, Bound::Included(k) | Bound::Excluded(k), _) => Some(k),
-            (Direction::Forward, Bound::Unbounded, _) => Some(&[]),
-            (Direction::Reverse, _, Bound::Included(k) | Bound::Excluded(k)) => Some(k),
-            (Direction::Reverse, _, Bound::Unbounded) => None,
+        let start = match direction {
+            Direction::Forward => self.lower.as_ref().map(Vec::as_slice),
+            Direction::Reverse => self.upper.as_ref().map(Vec::as_slice),
         };
-        let parts: Vec<(&ShardSnapshot, Option<&[u8]>)> =
+        let parts: Vec<(&ShardSnapshot, Bound<&[u8]>)> =
             self.streams.iter().map(|s| (&s.snapshot, start)).collect();
-        let _ = ShardSnapshot::prefetch_across(&parts, direction);
+        let Ok(cursors) = ShardSnapshot::prefetch_across(&parts, direction) else { return };
+        for (s, cursor) in self.streams.iter_mut().zip(cursors) {
+            match direction {
+                Direction::Forward => s.front.tree = cursor,
+                Direction::Reverse => s.back.tree = cursor,
+            }
+        }
     }
 
     /// Index of the stream whose next entry in `direction` comes first, refilling as needed.

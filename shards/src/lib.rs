@@ -47,7 +47,7 @@ pub use shard::{
     BLOCKED_WRITE_PATIENCE, OFFLOAD_BATCH_OPS,
 };
 pub use stats::{Distribution, FlushStats, OpKind, RecoveryStats, ShardStats, Stall, STALLS_KEPT};
-pub use tree::ScanValue;
+pub use tree::{ScanValue, TreeCursor};
 pub use version::{Lsn, Ts};
 pub use view::ScanChunk;
 pub use wal::reader::{Cut, RecoveryReport};

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use crate::error::Result;
 use crate::memtable::{Direction, KeyBytes, Lookup, Memtable};
 use crate::oracle::Oracle;
-use crate::tree::{Root, ScanValue};
+use crate::tree::{Root, ScanValue, TreeCursor};
 use crate::version::Ts;
 
 /// Where a shard's data is, newest first: the memtable writes go to, frozen memtables waiting
@@ -124,6 +124,7 @@ impl Layers {
 
     /// Up to `limit` visible entries within the bounds at `ts`, in `direction` order, merged
     /// across the layers (a newer layer's version, or tombstone, hides an older one's).
+    /// `cursor` is where the scan's previous chunk left the tree (see [`TreeCursor`]).
     pub fn chunk(
         &self,
         lower: Bound<&[u8]>,
@@ -131,6 +132,7 @@ impl Layers {
         ts: Ts,
         direction: Direction,
         limit: usize,
+        cursor: &mut TreeCursor,
     ) -> Result<ScanChunk> {
         let limit = limit.max(1);
         if self.frozen.is_empty() && self.tree.is_none() {
@@ -142,7 +144,7 @@ impl Layers {
         // (the merged chunk ends there), so a memtable holding a few of the range's keys is
         // not walked, and its values copied, far past it.
         let tree = match &self.tree {
-            Some(tree) => Some(tree.chunk(lower, upper, direction, limit)?),
+            Some(tree) => Some(tree.chunk(lower, upper, direction, limit, cursor)?),
             None => None,
         };
         let (m_lower, m_upper) =
@@ -273,23 +275,38 @@ pub fn get_many_across(parts: &[(&Layers, Ts, &[&[u8]])]) -> Result<Vec<Vec<Laye
     Ok(answers)
 }
 
-/// Brings into the caches the path to the leaf holding `key` in each part's tree (`None`:
-/// the tree's last leaf) and the leaf after it in `direction`, the misses of all of them read in flight together: a scan about to start at `key` in every shard
-/// then finds its first leaves cached instead of reading them one shard after another.
-pub fn prefetch_across(parts: &[(&Layers, Option<&[u8]>)], direction: Direction) -> Result<()> {
-    let keys: Vec<&[u8]> = parts.iter().map(|(_, k)| k.unwrap_or_default()).collect();
-    let mut descents: Vec<crate::tree::Descent<'_>> = parts
+/// Brings into the caches, for a scan about to start in every part from its bound in
+/// `direction`, the path to each tree's leaf there (with no bound: the tree's first or last
+/// leaf) and the leaf after it, the misses of all trees read in flight together: the scan then
+/// finds its first leaves cached instead of reading them one shard after another. Returns each
+/// part's [`TreeCursor`] at that leaf, so the first chunk need not descend again.
+pub fn prefetch_across(
+    parts: &[(&Layers, Bound<&[u8]>)],
+    direction: Direction,
+) -> Result<Vec<TreeCursor>> {
+    let keys: Vec<&[u8]> = parts
         .iter()
-        .zip(&keys)
-        .filter_map(|((layers, start), key)| {
-            let tree = layers.tree.as_ref()?;
-            Some(match start {
-                Some(_) => crate::tree::Descent::paths(tree, std::slice::from_ref(key), direction),
-                None => crate::tree::Descent::last_path(tree),
-            })
+        .map(|(_, start)| match start {
+            Bound::Included(k) | Bound::Excluded(k) => *k,
+            Bound::Unbounded => &[],
         })
         .collect();
-    crate::tree::get_many_across(&mut descents)
+    let mut which = Vec::new();
+    let mut descents = Vec::new();
+    for (i, ((layers, start), key)) in parts.iter().zip(&keys).enumerate() {
+        let Some(tree) = layers.tree.as_ref() else { continue };
+        which.push(i);
+        descents.push(match start {
+            Bound::Unbounded => crate::tree::Descent::edge_path(tree, direction),
+            _ => crate::tree::Descent::paths(tree, std::slice::from_ref(key), direction),
+        });
+    }
+    crate::tree::get_many_across(&mut descents)?;
+    let mut cursors: Vec<TreeCursor> = parts.iter().map(|_| TreeCursor::default()).collect();
+    for (i, d) in which.into_iter().zip(descents) {
+        cursors[i] = d.into_cursor(parts[i].1, direction);
+    }
+    Ok(cursors)
 }
 
 /// The shard's published state.
@@ -452,7 +469,9 @@ mod tests {
                         Direction::Forward => (bound, Bound::Unbounded),
                         Direction::Reverse => (Bound::Unbounded, bound),
                     };
-                    let c = layers.chunk(lo, hi, Ts::new(3), direction, limit).unwrap();
+                    let c = layers
+                        .chunk(lo, hi, Ts::new(3), direction, limit, &mut TreeCursor::default())
+                        .unwrap();
                     assert!(c.entries.len() <= limit);
                     got.extend(
                         c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v.into_vec())),

@@ -32,7 +32,7 @@ use crate::io::Storage;
 use crate::memtable::{Direction, Memtable};
 use crate::runtime::event_loop::{self, LoopConfig};
 use crate::stats::ShardStats;
-use crate::tree::{TreeOptions, TreeWriter};
+use crate::tree::{TreeCursor, TreeOptions, TreeWriter};
 use crate::version::{Lsn, Ts};
 use crate::view::ShardView;
 use crate::view::{Layered, Layers, ScanChunk};
@@ -132,14 +132,16 @@ pub struct ShardSnapshot {
 impl ShardSnapshot {
     /// Up to `limit` visible entries within the bounds, in `direction` order
     /// (`ScanChunk::resume_after` says where the next chunk starts).
+    /// `cursor` is where the scan's previous chunk left the tree ([`TreeCursor`]).
     pub fn chunk(
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         direction: Direction,
         limit: usize,
+        cursor: &mut TreeCursor,
     ) -> Result<ScanChunk> {
-        self.layers.chunk(lower, upper, self.ts, direction, limit)
+        self.layers.chunk(lower, upper, self.ts, direction, limit, cursor)
     }
 
     /// The value of `key` at this snapshot.
@@ -178,15 +180,16 @@ impl ShardSnapshot {
     }
 
     /// Reads into the shards' caches, in flight together, the leaf each part's scan will
-    /// start from (`(shard, start key)`; `None`: the tree's last leaf, for a reverse scan with
-    /// no upper bound) and the one after it in `direction`: a scan of many shards waits for one batch of reads
-    /// instead of one read per shard in turn.
+    /// start from (`(shard, the scan's bound on the side it starts from)`) and the one after
+    /// it in `direction`: a scan of many shards waits for one batch of reads instead of one
+    /// read per shard in turn. Returns each part's [`TreeCursor`] at that leaf, for its first
+    /// [`chunk`](Self::chunk).
     pub fn prefetch_across(
-        parts: &[(&ShardSnapshot, Option<&[u8]>)],
+        parts: &[(&ShardSnapshot, Bound<&[u8]>)],
         direction: Direction,
-    ) -> Result<()> {
-        let asked: Vec<(&Layers, Option<&[u8]>)> =
-            parts.iter().map(|(s, k)| (&*s.layers, *k)).collect();
+    ) -> Result<Vec<TreeCursor>> {
+        let asked: Vec<(&Layers, Bound<&[u8]>)> =
+            parts.iter().map(|(s, b)| (&*s.layers, *b)).collect();
         crate::view::prefetch_across(&asked, direction)
     }
 

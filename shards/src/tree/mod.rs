@@ -123,8 +123,15 @@ pub struct Descent<'a> {
     values: bool,
     /// With `values` false: also bring in the leaf after each key's leaf in this direction.
     ahead: Option<Direction>,
-    /// Follow the last child at every branch instead of the keys (the tree's last leaf).
-    last: bool,
+    /// Follow the first (`Forward`) or last (`Reverse`) child at every branch instead of the
+    /// keys: the tree's first or last leaf.
+    edge: Option<Direction>,
+    /// With `values` false: the branches the first key went through (each with the child
+    /// taken) and its leaf, for the scan about to start there ([`into_cursor`]).
+    ///
+    /// [`into_cursor`]: Descent::into_cursor
+    trail: Vec<(Arc<Node>, usize)>,
+    leaf: Option<Arc<Node>>,
 }
 
 impl<'a> Descent<'a> {
@@ -139,7 +146,9 @@ impl<'a> Descent<'a> {
             fetched: std::collections::HashMap::new(),
             values: true,
             ahead: None,
-            last: false,
+            edge: None,
+            trail: Vec::new(),
+            leaf: None,
         }
     }
 
@@ -150,15 +159,32 @@ impl<'a> Descent<'a> {
         Descent { values: false, ahead: Some(direction), ..Descent::new(root, keys) }
     }
 
-    /// As [`paths`](Self::paths) to the tree's last leaf and the one before it (a reverse
-    /// scan with no upper bound about to start).
-    pub fn last_path(root: &'a Root) -> Self {
-        Descent { last: true, ..Descent::paths(root, &[b""], Direction::Reverse) }
+    /// As [`paths`](Self::paths) to the tree's first leaf (`Forward`) and the one after it,
+    /// or to its last leaf (`Reverse`) and the one before it: a scan with no bound on the side
+    /// it starts from.
+    pub fn edge_path(root: &'a Root, direction: Direction) -> Self {
+        Descent { edge: Some(direction), ..Descent::paths(root, &[b""], direction) }
     }
 
     /// Each key's value (`None`: not in the tree), in the order given.
     pub fn into_values(self) -> Vec<Option<Vec<u8>>> {
         self.out
+    }
+
+    /// After a [`paths`](Self::paths) or [`edge_path`](Self::edge_path) descent: where a scan
+    /// in `direction` from `start` (the bound the descent followed) begins, so its first chunk
+    /// does not descend again. Empty when the descent did not reach a leaf.
+    pub fn into_cursor(self, start: Bound<&[u8]>, direction: Direction) -> TreeCursor {
+        match self.leaf {
+            Some(leaf) if !self.values => TreeCursor(Some(CursorAt {
+                generation: self.root.sb.generation,
+                direction,
+                start: own_bound(start),
+                path: self.trail,
+                leaf,
+            })),
+            _ => TreeCursor(None),
+        }
     }
 
     /// Moves every key down as far as the cache and the extents already read allow: the
@@ -178,12 +204,15 @@ impl<'a> Descent<'a> {
                 };
                 match &*node {
                     Node::Branch { level, branch } => {
-                        let child = if self.last {
-                            branch.children.len() - 1
-                        } else {
-                            branch.separators.partition_point(|s| s <= *key)
+                        let child = match self.edge {
+                            Some(Direction::Forward) => 0,
+                            Some(Direction::Reverse) => branch.children.len() - 1,
+                            None => branch.separators.partition_point(|s| s <= *key),
                         };
                         self.at[i] = Some(branch.children[child]);
+                        if i == 0 && !self.values {
+                            self.trail.push((node.clone(), child));
+                        }
                         let next = match self.ahead {
                             Some(Direction::Forward) => branch.children.get(child + 1),
                             Some(Direction::Reverse) => {
@@ -201,8 +230,13 @@ impl<'a> Descent<'a> {
                     }
                     Node::Leaf(leaf) => {
                         self.at[i] = None;
-                        if let (true, Ok(j)) = (self.values, leaf.search(key)) {
-                            self.out[i] = Some(self.root.value(leaf.value(j))?);
+                        if i == 0 && !self.values {
+                            self.leaf = Some(node.clone());
+                        }
+                        if self.values {
+                            if let Ok(j) = leaf.search(key) {
+                                self.out[i] = Some(self.root.value(leaf.value(j))?);
+                            }
                         }
                     }
                     _ => return Err(self.root.corrupt(a, "a tree pointer to a non-node extent")),
@@ -255,6 +289,43 @@ pub struct TreeChunk {
     pub entries: Vec<(KeyBytes, ScanValue)>,
     /// The last key returned; `None` when the range is exhausted.
     pub resume_after: Option<Vec<u8>>,
+}
+
+/// Where a scan of one tree stopped, kept by the scan between its chunks: the next chunk
+/// resumes in the same leaf with the same path instead of descending from the root again
+/// (each step down is a cache lookup). A cursor is used only by a chunk of the same root
+/// (superblock generation) and direction that starts exactly where it stopped; any other
+/// chunk descends as if there were none.
+#[derive(Debug, Default)]
+pub struct TreeCursor(Option<CursorAt>);
+
+#[derive(Debug)]
+struct CursorAt {
+    generation: u64,
+    direction: Direction,
+    /// The bound the next chunk must start from (`Excluded(last key returned)`).
+    start: Bound<Vec<u8>>,
+    /// Each branch from the root down, with the child index taken.
+    path: Vec<(Arc<Node>, usize)>,
+    leaf: Arc<Node>,
+}
+
+fn own_bound(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn same_bound(a: &Bound<Vec<u8>>, b: Bound<&[u8]>) -> bool {
+    match (a, b) {
+        (Bound::Included(x), Bound::Included(y)) | (Bound::Excluded(x), Bound::Excluded(y)) => {
+            x.as_slice() == y
+        }
+        (Bound::Unbounded, Bound::Unbounded) => true,
+        _ => false,
+    }
 }
 
 /// A value a scan found: copied out already (a memtable's, an overflow value), or still in a
@@ -409,15 +480,18 @@ impl Root {
     }
 
     /// Up to `limit` entries within the bounds, in `direction` order; a later chunk resumes
-    /// after `TreeChunk::resume_after` (passed as the excluded bound).
+    /// after `TreeChunk::resume_after` (passed as the excluded bound), with `cursor` as this
+    /// chunk left it.
     pub fn chunk(
         &self,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         direction: Direction,
         limit: usize,
+        cursor: &mut TreeCursor,
     ) -> Result<TreeChunk> {
         let mut out = TreeChunk::default();
+        let resumed = cursor.0.take();
         let Some((root, _)) = self.sb.root else { return Ok(out) };
         let limit = limit.max(1);
         let start = match direction {
@@ -429,6 +503,18 @@ impl Root {
         let mut path: Vec<(Arc<Node>, usize)> = Vec::new();
         let mut at = root;
         let mut first = true;
+        // Where the cursor stopped, when this chunk starts there.
+        let mut resume_leaf = None;
+        if let Some(c) = resumed {
+            if c.generation == self.sb.generation
+                && c.direction == direction
+                && same_bound(&c.start, start)
+            {
+                path = c.path;
+                resume_leaf = Some(c.leaf);
+                first = false;
+            }
+        }
         // Entries in the last leaf seen, to judge how many leaves the chunk still needs (a
         // guess until one is seen: a 4 KiB page of ~100-byte entries).
         let mut per_leaf = 32usize;
@@ -437,6 +523,9 @@ impl Root {
         let mut ahead: Vec<(ExtentRef, Arc<Node>)> = Vec::new();
         loop {
             let leaf = loop {
+                if let Some(leaf) = resume_leaf.take() {
+                    break leaf;
+                }
                 // A leaf the cache holds is taken from it; one it lacks is read with the
                 // leaves after it (`read_ahead`), unless an earlier read-ahead brought it.
                 let mut cached = None;
@@ -513,6 +602,13 @@ impl Root {
                 out.entries.push((KeyBytes::new(key), value));
                 if out.entries.len() == limit {
                     out.resume_after = Some(key.to_vec());
+                    cursor.0 = Some(CursorAt {
+                        generation: self.sb.generation,
+                        direction,
+                        start: Bound::Excluded(key.to_vec()),
+                        path,
+                        leaf: node.clone(),
+                    });
                     return Ok(out);
                 }
             }
@@ -913,8 +1009,13 @@ impl<S: Storage> TreeWriter<S> {
             loop {
                 let lower = resume.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
                 let root = self.current.clone();
-                let c =
-                    root.chunk(lower, Bound::Unbounded, Direction::Forward, COMPACT_STEP_KEYS)?;
+                let c = root.chunk(
+                    lower,
+                    Bound::Unbounded,
+                    Direction::Forward,
+                    COMPACT_STEP_KEYS,
+                    &mut TreeCursor::default(),
+                )?;
                 drop(root);
                 let updates: Vec<Update> = c
                     .entries

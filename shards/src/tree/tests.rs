@@ -62,15 +62,32 @@ fn updates(rng: &mut SimRng, model: &mut Model, count: usize, keys: u64) -> Vec<
 }
 
 fn scan_all(root: &Root, direction: Direction, chunk: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let fresh = scan_chunks(root, direction, chunk, false);
+    let kept = scan_chunks(root, direction, chunk, true);
+    assert!(fresh == kept, "a cursor kept between chunks changed a {direction:?} scan");
+    kept
+}
+
+/// Every entry, `chunk` at a time; each chunk descends from the root unless `keep_cursor`.
+fn scan_chunks(
+    root: &Root,
+    direction: Direction,
+    chunk: usize,
+    keep_cursor: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut resume: Option<Vec<u8>> = None;
+    let mut cursor = TreeCursor::default();
     loop {
         let b = resume.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let (lo, hi) = match direction {
             Direction::Forward => (b, Bound::Unbounded),
             Direction::Reverse => (Bound::Unbounded, b),
         };
-        let c = root.chunk(lo, hi, direction, chunk).unwrap();
+        if !keep_cursor {
+            cursor = TreeCursor::default();
+        }
+        let c = root.chunk(lo, hi, direction, chunk, &mut cursor).unwrap();
         out.extend(c.entries.into_iter().map(|(k, v)| (k.as_slice().to_vec(), v.into_vec())));
         match c.resume_after {
             Some(r) => resume = Some(r),
@@ -181,15 +198,35 @@ fn bounded_chunks_in_both_directions() {
         c.entries.into_iter().map(|(k, _)| k.as_slice().to_vec()).collect::<Vec<_>>()
     };
     let c = root
-        .chunk(Bound::Included(&k(101)), Bound::Excluded(&k(110)), Direction::Forward, 100)
+        .chunk(
+            Bound::Included(&k(101)),
+            Bound::Excluded(&k(110)),
+            Direction::Forward,
+            100,
+            &mut TreeCursor::default(),
+        )
         .unwrap();
     assert_eq!(keys(c), vec![k(102), k(104), k(106), k(108)]);
     let c = root
-        .chunk(Bound::Excluded(&k(100)), Bound::Included(&k(110)), Direction::Reverse, 2)
+        .chunk(
+            Bound::Excluded(&k(100)),
+            Bound::Included(&k(110)),
+            Direction::Reverse,
+            2,
+            &mut TreeCursor::default(),
+        )
         .unwrap();
     assert_eq!(c.resume_after, Some(k(108)));
     assert_eq!(keys(c), vec![k(110), k(108)]);
-    let c = root.chunk(Bound::Included(&k(3990)), Bound::Unbounded, Direction::Forward, 9).unwrap();
+    let c = root
+        .chunk(
+            Bound::Included(&k(3990)),
+            Bound::Unbounded,
+            Direction::Forward,
+            9,
+            &mut TreeCursor::default(),
+        )
+        .unwrap();
     assert_eq!((keys(c), None), (vec![k(3990), k(3992), k(3994), k(3996), k(3998)], None::<u8>));
 }
 
@@ -670,9 +707,23 @@ fn read_ahead_of_a_scan_leaves_damage_past_its_range_to_whoever_reaches_it() {
     // A chunk inside the first leaf reads the next leaves ahead, finds them damaged, and is
     // still answered; a chunk that reaches the second leaf reports it.
     assert!(leaves.len() < 60, "leaves of ~100 entries: {} leaves", leaves.len());
-    let c = root.chunk(Bound::Unbounded, Bound::Unbounded, Direction::Forward, 50).unwrap();
+    let c = root
+        .chunk(
+            Bound::Unbounded,
+            Bound::Unbounded,
+            Direction::Forward,
+            50,
+            &mut TreeCursor::default(),
+        )
+        .unwrap();
     assert_eq!(c.entries.len(), 50);
-    match root.chunk(Bound::Unbounded, Bound::Unbounded, Direction::Forward, 100_000) {
+    match root.chunk(
+        Bound::Unbounded,
+        Bound::Unbounded,
+        Direction::Forward,
+        100_000,
+        &mut TreeCursor::default(),
+    ) {
         Err(Error::Corruption { offset, .. }) => assert_eq!(offset, leaves[1].1.page * 4096),
         other => panic!("a scan through a damaged leaf gave {:?}", other.map(|c| c.entries.len())),
     }
@@ -710,7 +761,15 @@ fn a_scan_with_no_cache_reads_each_leaf_once() {
     };
     for direction in [Direction::Forward, Direction::Reverse] {
         counting.reads.store(0, std::sync::atomic::Ordering::Relaxed);
-        let all = bare.chunk(Bound::Unbounded, Bound::Unbounded, direction, 100_000).unwrap();
+        let all = bare
+            .chunk(
+                Bound::Unbounded,
+                Bound::Unbounded,
+                direction,
+                100_000,
+                &mut TreeCursor::default(),
+            )
+            .unwrap();
         assert_eq!(all.entries.len(), 3000);
         let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
         assert!(reads <= extents + 2, "{direction:?}: {reads} reads for {extents} extents");
@@ -722,7 +781,7 @@ fn a_scan_with_no_cache_reads_each_leaf_once() {
         (Direction::Reverse, Bound::Included(keys[keys.len() - 5].as_slice()), Bound::Unbounded),
     ] {
         counting.reads.store(0, std::sync::atomic::Ordering::Relaxed);
-        let c = bare.chunk(lo, hi, direction, 100_000).unwrap();
+        let c = bare.chunk(lo, hi, direction, 100_000, &mut TreeCursor::default()).unwrap();
         assert_eq!(c.entries.len(), 5);
         let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
         assert!(reads <= height + 1, "{direction:?}: {reads} reads, tree height {height}");
@@ -730,15 +789,51 @@ fn a_scan_with_no_cache_reads_each_leaf_once() {
 }
 
 #[test]
-fn the_last_path_brings_the_last_two_leaves_into_the_cache() {
-    let (disk, tree, _) = short_value_tree(14);
+fn an_edge_path_brings_the_first_or_last_two_leaves_into_the_cache() {
+    for direction in [Direction::Forward, Direction::Reverse] {
+        let (disk, tree, _) = short_value_tree(14);
+        let root = tree.root();
+        let leaves = leaves_in_key_order(&disk, &root);
+        let n = leaves.len();
+        assert!(n > 4);
+        assert!(leaves.iter().all(|(_, at)| root.cache.peek(at).is_none()), "merges cache nothing");
+        get_many_across(&mut [Descent::edge_path(&root, direction)]).unwrap();
+        for (i, (_, at)) in leaves.iter().enumerate() {
+            let edge = match direction {
+                Direction::Forward => i < 2,
+                Direction::Reverse => i >= n - 2,
+            };
+            assert_eq!(root.cache.peek(at).is_some(), edge, "{direction:?}: leaf {i} of {n}");
+        }
+    }
+}
+
+#[test]
+fn a_cursor_serves_only_the_chunk_that_starts_where_it_stopped() {
+    let (_disk, tree, keys) = short_value_tree(15);
     let root = tree.root();
-    let leaves = leaves_in_key_order(&disk, &root);
-    let n = leaves.len();
-    assert!(n > 4);
-    assert!(leaves.iter().all(|(_, at)| root.cache.peek(at).is_none()), "merges cache nothing");
-    get_many_across(&mut [Descent::last_path(&root)]).unwrap();
-    for (i, (_, at)) in leaves.iter().enumerate() {
-        assert_eq!(root.cache.peek(at).is_some(), i >= n - 2, "leaf {i} of {n}");
+    let taken = |c: TreeChunk| c.entries.into_iter().map(|(k, _)| k.as_slice().to_vec()).collect();
+    let fresh = |lo: Bound<&[u8]>, hi: Bound<&[u8]>, d: Direction| -> Vec<Vec<u8>> {
+        taken(root.chunk(lo, hi, d, 10, &mut TreeCursor::default()).unwrap())
+    };
+    // The first chunk stops at keys[2009]; each case starts somewhere else.
+    let stop = keys[2009].as_slice();
+    let cases = [
+        // An earlier start key, the same direction (a cursor used there would skip leaves).
+        (Direction::Forward, Bound::Excluded(keys[5].as_slice()), Bound::Unbounded),
+        // The key it stopped at, included rather than excluded.
+        (Direction::Forward, Bound::Included(stop), Bound::Unbounded),
+        // The other direction.
+        (Direction::Reverse, Bound::Unbounded, Bound::Excluded(stop)),
+    ];
+    for (direction, lo, hi) in cases {
+        let mut cursor = TreeCursor::default();
+        let from = Bound::Excluded(keys[1999].as_slice());
+        let first =
+            root.chunk(from, Bound::Unbounded, Direction::Forward, 10, &mut cursor).unwrap();
+        assert_eq!(first.resume_after.as_deref(), Some(stop));
+        let got = taken(root.chunk(lo, hi, direction, 10, &mut cursor).unwrap());
+        assert_eq!(got, fresh(lo, hi, direction), "{direction:?} {lo:?}");
+        assert!(!got.is_empty());
     }
 }
