@@ -12,8 +12,15 @@
 //! the directory, reads one key, and prints how long the open took, the records replayed and the
 //! peak resident memory of the process. `scripts/restart.sh` runs both; the figures are in
 //! `docs/BENCHMARKS.md`.
+//!
+//! For memory diagnosis, `fill` reads: `RESTART_THREADS` (writers, default 4),
+//! `RESTART_MEMTABLE_MB` (`memtable_bytes`), `RESTART_CACHE_MB` (`cache_size`), and
+//! `RESTART_CURVE_SECS`: every that many seconds, print a `curve` line with the keys written
+//! so far, `RssAnon`, `RssFile` and the memtables and cache the statistics count
+//! (`scripts/memory_curve.sh`).
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use lightning_db::{Database, LightningDbConfig, WalSyncMode};
 
@@ -81,22 +88,59 @@ fn fill(dir: &str, keys: u64, mode: WalSyncMode, kill: bool) -> lightning_db::Re
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .map_or(LightningDbConfig::default().memtable_bytes, |mb| mb << 20);
-    let config =
-        LightningDbConfig { wal_sync_mode: mode, memtable_bytes, ..LightningDbConfig::default() };
+    let cache_size = std::env::var("RESTART_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(LightningDbConfig::default().cache_size, |mb| mb << 20);
+    let curve = std::env::var("RESTART_CURVE_SECS").ok().and_then(|v| v.parse::<f64>().ok());
+    let config = LightningDbConfig {
+        wal_sync_mode: mode,
+        memtable_bytes,
+        cache_size,
+        ..LightningDbConfig::default()
+    };
     let db = Database::open(dir, config)?;
     let started = Instant::now();
     let threads = threads();
+    let written = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let db = &db;
+        let (db, written, done) = (&db, &written, &done);
+        if let Some(every) = curve.filter(|e| *e > 0.0) {
+            s.spawn(move || {
+                println!("curve secs keys rss_anon_mib rss_file_mib memtables_mib cache_mib");
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs_f64(every));
+                    let (anon, file) = rss_split_mib();
+                    let (mem, cache) = db.stats().map_or((0, 0), |st| {
+                        let t = st.total();
+                        (t.memtable_bytes, t.cache_bytes)
+                    });
+                    println!(
+                        "curve {:.1} {} {anon:.0} {file:.0} {:.0} {:.0}",
+                        started.elapsed().as_secs_f64(),
+                        written.load(Ordering::Relaxed),
+                        mem as f64 / (1 << 20) as f64,
+                        cache as f64 / (1 << 20) as f64,
+                    );
+                }
+            });
+        }
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     let value = [t as u8; 100];
-                    (t..keys).step_by(threads as usize).try_for_each(|i| db.put(key(i), value))
+                    (t..keys).step_by(threads as usize).try_for_each(|i| {
+                        db.put(key(i), value)?;
+                        written.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    })
                 })
             })
             .collect();
-        workers.into_iter().try_for_each(|w| w.join().unwrap_or(Ok(())))
+        let result = workers.into_iter().try_for_each(|w| w.join().unwrap_or(Ok(())));
+        done.store(true, Ordering::Relaxed);
+        result
     })?;
     let took = started.elapsed();
     let stats = db.stats()?.total();

@@ -76,6 +76,14 @@ pub trait MapSegment {
     /// Prefaults `[offset, offset + len)` writable, so the appends that follow take no page
     /// faults. A hint: doing nothing is correct.
     fn populate(&mut self, offset: usize, len: usize);
+
+    /// Drops `[offset, offset + len)` (whole pages within it) from the process's resident
+    /// memory: the bytes stay in the file and the kernel's page cache, dirty ones are written
+    /// back as before, and a later access reads them again. For the appended part of a
+    /// segment, which the writer never touches again. A hint: doing nothing is correct.
+    fn release(&mut self, offset: usize, len: usize) {
+        let _ = (offset, len);
+    }
 }
 
 /// A buffer for a write through the ring: sector-aligned, either owned or a lease of one of the

@@ -43,6 +43,8 @@ struct MappedSegmentState {
     generation: u32,
     offset: usize,
     populated_to: usize,
+    /// Below this the mapping's pages were released (`MapSegment::release`).
+    released_to: usize,
     /// Bytes were copied into this segment since its last sync was queued.
     unsynced: bool,
 }
@@ -119,6 +121,13 @@ impl MappedLog {
         if active.offset + POPULATE_AHEAD_BYTES / 2 > active.populated_to {
             active.map.populate(active.populated_to, POPULATE_AHEAD_BYTES);
             active.populated_to += POPULATE_AHEAD_BYTES;
+            // The pages behind the append offset are never written again: out of the
+            // process's resident memory with them (they stay in the page cache and the file).
+            let done = active.offset / 4096 * 4096;
+            if done > active.released_to + POPULATE_AHEAD_BYTES {
+                active.map.release(active.released_to, done - active.released_to);
+                active.released_to = done;
+            }
         }
         self.counters.group(1, bytes);
         self.next_lsn = lsn.next();
@@ -236,6 +245,7 @@ impl<S: Storage> MappedWal<S> {
             generation: opened.header.generation(),
             offset: opened.offset,
             populated_to: opened.offset + POPULATE_AHEAD_BYTES,
+            released_to: 0,
             unsynced: false,
         });
         self.active = Some(ActiveFile {

@@ -105,6 +105,31 @@ impl MapSegment for MappedSegment {
             )
         };
     }
+
+    fn release(&mut self, offset: usize, len: usize) {
+        self.release_pages(offset, len);
+    }
+}
+
+impl MappedSegment {
+    fn release_pages(&mut self, offset: usize, len: usize) {
+        let start = offset.div_ceil(4096) * 4096;
+        let end = offset.saturating_add(len).min(self.len) / 4096 * 4096;
+        if start >= end {
+            return;
+        }
+        // Safety: the range lies inside the mapping. MADV_DONTNEED on a shared file mapping
+        // unmaps the pages from this process only: their contents stay in the page cache (a
+        // dirty page keeps its dirty state and is written back), and a later access faults
+        // them in again from there, so no byte of the file changes.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().add(start).cast(),
+                end - start,
+                Advice::LinuxDontNeed,
+            )
+        };
+    }
 }
 
 impl Drop for MappedSegment {
@@ -134,5 +159,52 @@ mod tests {
         let mut buf = [0u8; 7];
         file.read_exact_at(&mut buf, 4096).unwrap();
         assert_eq!(&buf, b"HHhello");
+    }
+
+    /// The mapping's resident KiB, from `/proc/self/smaps`.
+    fn resident_kib(m: &MappedSegment) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{:x}-", m.ptr.as_ptr() as usize);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        lines
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn released_pages_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file =
+            File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let len = 64 * 4096;
+        file.set_len(len as u64).unwrap();
+        let mut m = MappedSegment::map(&file, len).unwrap();
+        m.populate(0, len);
+        for page in 0..64 {
+            assert!(m.write_record_at(page * 4096 + 100, format!("HHpage{page:02}").as_bytes(), 2));
+        }
+        let before = resident_kib(&m);
+        // Not synced: the pages are dirty in the page cache when they leave the mapping.
+        m.release(0, 40 * 4096 + 5);
+        let after = resident_kib(&m);
+        assert_eq!(before, 64 * 4, "every page was written");
+        assert_eq!(after, 24 * 4, "40 whole pages left the process's resident memory");
+        // The same bytes, through the file and through the mapping (faulted in again).
+        let mut buf = [0u8; 8];
+        for page in 0..64 {
+            file.read_exact_at(&mut buf, (page * 4096 + 100) as u64).unwrap();
+            assert_eq!(buf, *format!("HHpage{page:02}").as_bytes());
+        }
+        assert!(m.write_record_at(3 * 4096 + 200, b"HHagain", 2));
+        let mut again = [0u8; 7];
+        file.read_exact_at(&mut again, (3 * 4096 + 200) as u64).unwrap();
+        assert_eq!(&again, b"HHagain");
+        drop(m);
+        let mapped_again = MappedSegment::map(&file, len).unwrap();
+        // Safety (test): reading the mapping's first page, inside its length.
+        let first = unsafe { std::slice::from_raw_parts(mapped_again.ptr.as_ptr().add(100), 8) };
+        assert_eq!(first, b"HHpage00");
     }
 }
