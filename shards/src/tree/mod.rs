@@ -410,6 +410,32 @@ impl Root {
         }
     }
 
+    /// The extents of `wanted` the cache lacks, read in flight together (`ReadAt::read_many`)
+    /// and checked, without caching them (a merge: they are about to be replaced). One that
+    /// fails its read or its check is left out: the merge reads it again alone and reports it.
+    fn read_uncached(
+        &self,
+        wanted: &[ExtentRef],
+    ) -> std::collections::HashMap<ExtentRef, Arc<Node>> {
+        let mut read = std::collections::HashMap::new();
+        let missing: Vec<(ExtentRef, (u64, usize))> = wanted
+            .iter()
+            .filter(|a| self.cache.peek(a).is_none())
+            .filter_map(|&a| Some((a, self.span(a).ok()?)))
+            .collect();
+        if missing.len() < 2 {
+            return read;
+        }
+        let Ok(reader) = self.reader(missing[0].0) else { return read };
+        let spans: Vec<(u64, usize)> = missing.iter().map(|(_, span)| *span).collect();
+        for ((a, _), bytes) in missing.into_iter().zip(reader.read_many(&spans)) {
+            if let Ok(node) = self.check(a, bytes) {
+                read.insert(a, Arc::new(node));
+            }
+        }
+        read
+    }
+
     /// Reads and checks the extent `at` from the file (never the cache).
     fn read_node(&self, at: ExtentRef) -> Result<Node> {
         let (offset, len) = self.span(at)?;
@@ -956,6 +982,7 @@ impl<S: Storage> TreeWriter<S> {
                     io,
                     &old,
                     root,
+                    None,
                     height - 1,
                     updates,
                     generation,
@@ -1245,13 +1272,17 @@ impl<S: Storage> TreeWriter<S> {
         io: &mut S,
         root: &Root,
         at: ExtentRef,
+        known: Option<Arc<Node>>,
         level: u8,
         updates: &[Update],
         generation: u64,
         freed: &mut Vec<PageId>,
         entries: &mut i64,
     ) -> Result<Vec<(Option<Vec<u8>>, ExtentRef)>> {
-        let node = root.node_once(at)?;
+        let node = match known {
+            Some(node) => node,
+            None => root.node_once(at)?,
+        };
         free_extent(freed, at);
         if level == 0 {
             return match &*node {
@@ -1263,15 +1294,31 @@ impl<S: Storage> TreeWriter<S> {
         }
         match &*node {
             Node::Branch { level: l, branch } if *l == level && level >= 1 => {
-                let mut children: Vec<(Option<Vec<u8>>, ExtentRef)> = Vec::new();
+                // Each child's share of the updates.
+                let mut shares: Vec<&[Update]> = Vec::with_capacity(branch.children.len());
                 let mut rest = updates;
-                for (i, child) in branch.children.iter().enumerate() {
+                for i in 0..branch.children.len() {
                     let mine = match branch.separators.get(i) {
                         Some(sep) => rest.partition_point(|(k, _)| k.as_slice() < sep),
                         None => rest.len(),
                     };
                     let (here, later) = rest.split_at(mine);
+                    shares.push(here);
                     rest = later;
+                }
+                // The leaves to rewrite, read in flight together rather than one after
+                // another (a flush of random keys rewrites most leaves of a large tree).
+                let mut leaves = if level == 1 {
+                    let wanted: Vec<ExtentRef> = (branch.children.iter().zip(&shares))
+                        .filter(|(_, here)| !here.is_empty())
+                        .map(|(child, _)| *child)
+                        .collect();
+                    root.read_uncached(&wanted)
+                } else {
+                    std::collections::HashMap::new()
+                };
+                let mut children: Vec<(Option<Vec<u8>>, ExtentRef)> = Vec::new();
+                for (i, (child, here)) in branch.children.iter().zip(shares).enumerate() {
                     let lower = if i == 0 {
                         None
                     } else {
@@ -1285,6 +1332,7 @@ impl<S: Storage> TreeWriter<S> {
                         io,
                         root,
                         *child,
+                        leaves.remove(child),
                         level - 1,
                         here,
                         generation,

@@ -837,3 +837,29 @@ fn a_cursor_serves_only_the_chunk_that_starts_where_it_stopped() {
         assert!(!got.is_empty());
     }
 }
+
+#[test]
+fn a_merge_that_must_rewrite_a_damaged_leaf_reports_it_and_keeps_the_old_tree() {
+    let (disk, mut tree, keys) = short_value_tree(16);
+    let root = tree.root();
+    let path = dir().join(TREE_FILE);
+    let leaves = leaves_in_key_order(&disk, &root);
+    assert!(leaves.len() > 6, "{} leaves", leaves.len());
+    let damaged = leaves[3].1;
+    disk.damage(&path, damaged.page as usize * 4096 + PAGE_HEADER_BYTES + 3, 0x10).unwrap();
+    drop(root);
+    // One update in every leaf: the leaves a merge rewrites are read together, the damaged
+    // one among them.
+    let mut batch: Vec<Update> =
+        leaves.iter().map(|(first, _)| (first.clone(), Some(b"new".to_vec()))).collect();
+    batch.sort();
+    let before = *tree.root().superblock();
+    let mut io = disk.storage();
+    match tree.merge(&mut io, &batch, 3, 2) {
+        Err(Error::Corruption { offset, .. }) => assert_eq!(offset, damaged.page * 4096),
+        other => panic!("a merge through a damaged leaf gave {other:?}"),
+    }
+    assert_eq!(*tree.root().superblock(), before, "the published tree is the one before");
+    // The undamaged leaves still read back.
+    assert_eq!(tree.root().get(&keys[0]).unwrap(), Some(b"0123456789".to_vec()));
+}
