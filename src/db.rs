@@ -422,9 +422,12 @@ impl Database {
         if let Some(reaper) = self.reaper.take() {
             let _ = reaper.join();
         }
+        // Every shard is asked before any is waited for: they finish their flush step, sync
+        // and free their memtables in parallel.
+        let stopping: Vec<_> = self.shards.iter().filter_map(|s| s.begin_shutdown()).collect();
         let mut first = Ok(());
-        for shard in &self.shards {
-            let r = shard.shutdown();
+        for s in stopping {
+            let r = s.wait();
             if first.is_ok() {
                 first = r;
             }

@@ -43,8 +43,8 @@ pub use io::uring::RingSetup;
 pub use memtable::{Chunk, Direction, KeyBytes};
 pub use oracle::{Oracle, SnapshotGuard};
 pub use shard::{
-    commit_prepared, InDoubt, ShardHandle, ShardSnapshot, StartReport, StartingShard, Ticket,
-    BLOCKED_WRITE_PATIENCE, OFFLOAD_BATCH_OPS,
+    commit_prepared, InDoubt, ShardHandle, ShardSnapshot, StartReport, StartingShard, Stopping,
+    Ticket, BLOCKED_WRITE_PATIENCE, OFFLOAD_BATCH_OPS,
 };
 pub use stats::{Distribution, FlushStats, OpKind, RecoveryStats, ShardStats, Stall, STALLS_KEPT};
 pub use tree::{ScanValue, TreeCursor};

@@ -503,15 +503,36 @@ impl ShardHandle {
 
     /// Asks the shard to make everything durable and stop, and joins its thread. Idempotent.
     pub fn shutdown(&self) -> Result<()> {
+        self.begin_shutdown().map_or(Ok(()), Stopping::wait)
+    }
+
+    /// Asks the shard to make everything durable and stop, without waiting: the database asks
+    /// every shard first, then waits for each ([`Stopping::wait`]), so they stop in parallel.
+    /// `None` when it was already asked.
+    pub fn begin_shutdown(&self) -> Option<Stopping> {
         let mut guard = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(thread) = guard.take() else { return Ok(()) };
+        let thread = guard.take()?;
         let done = Arc::new(Completion::new(1));
         let sent = self.send(Request::Shutdown { done: Responder::new(done.clone()) });
-        let result = match sent {
-            Ok(()) => done.wait(&WaitPolicy { spin: Duration::ZERO, ..WaitPolicy::DEFAULT }),
+        Some(Stopping { thread, done, sent })
+    }
+}
+
+/// A shard asked to stop ([`ShardHandle::begin_shutdown`]).
+pub struct Stopping {
+    thread: JoinHandle<()>,
+    done: Arc<Completion>,
+    sent: Result<()>,
+}
+
+impl Stopping {
+    /// Waits until the shard made everything durable and stopped, and joins its thread.
+    pub fn wait(self) -> Result<()> {
+        let result = match self.sent {
+            Ok(()) => self.done.wait(&WaitPolicy { spin: Duration::ZERO, ..WaitPolicy::DEFAULT }),
             Err(e) => Err(e),
         };
-        let _ = thread.join();
+        let _ = self.thread.join();
         result
     }
 }
