@@ -237,6 +237,7 @@ impl Run {
             match opened {
                 Ok((shard, opened)) => {
                     let shard::Opened { view, commit, report, .. } = opened;
+                    commit.record_placements();
                     self.summary.cuts += u64::from(report.recovery.cut.is_some());
                     let (sender, inbox) = ingress(64).map_err(|e| e.to_string())?;
                     let done = Vec::new();
