@@ -145,12 +145,14 @@ fn fill(dir: &str, keys: u64, mode: WalSyncMode, kill: bool) -> lightning_db::Re
     let took = started.elapsed();
     let stats = db.stats()?.total();
     println!(
-        "filled {keys} keys ({mode:?}) in {:.2} s, peak RSS {:.0} MiB; {} flushes ({:.2} s), \
-         {} WAL segments removed, {} write stalls, memtables {:.0} MiB, cache {:.0} MiB",
+        "filled {keys} keys ({mode:?}) in {:.2} s, peak RSS {:.0} MiB; {} flushes ({:.2} s, \
+         heap trims {:.3} s), {} WAL segments removed, {} write stalls, memtables {:.0} MiB, \
+         cache {:.0} MiB",
         took.as_secs_f64(),
         peak_rss_mib(),
         stats.flush.flushes,
         stats.flush.flush_time.as_secs_f64(),
+        lightning_db::heap_trim_time().as_secs_f64(),
         stats.flush.segments_removed,
         stats.flush.write_stalls,
         stats.memtable_bytes as f64 / (1 << 20) as f64,

@@ -63,6 +63,12 @@ pub use lightning_shards::{
     Stall, StartReport, WalSyncMode, LATENCY_SAMPLE_EVERY, STALLS_KEPT,
 };
 pub use scan::{DbIterator, CHUNK_MAX};
+
+/// Time this process spent giving freed heap memory back to the operating system: after each
+/// flush, a background thread calls glibc's `malloc_trim` (`docs/ARCHITECTURE.md`, "Memory").
+pub fn heap_trim_time() -> std::time::Duration {
+    lightning_shards::trim_time()
+}
 pub use snapshot::Snapshot;
 pub use txn::{Isolation, Transaction, TxIterator, TRANSACTION_ATTEMPTS};
 

@@ -21,6 +21,7 @@
 mod commit;
 mod config;
 mod error;
+mod heap;
 mod ingress;
 mod io;
 mod memtable;
@@ -39,6 +40,7 @@ pub use commit::LATENCY_SAMPLE_EVERY;
 pub use commit::{KeyRange, TxPart, HELD};
 pub use config::{Limits, ShardConfig, WalSyncMode};
 pub use error::{Error, Result};
+pub use heap::trim_time;
 pub use io::uring::RingSetup;
 pub use memtable::{Chunk, Direction, KeyBytes};
 pub use oracle::{Oracle, SnapshotGuard};

@@ -638,6 +638,10 @@ impl<S: Storage> Shard<S> {
             }
         }
         self.stats.flush.flushes += 1;
+        // The frozen memtable is freed here unless a reader still holds it (then the next
+        // flush's trim finds its memory); its memory goes back to the system in the background.
+        drop(f);
+        crate::heap::give_back_free_memory();
     }
 
     fn snapshot_stats(&self) -> ShardStats {
