@@ -13,6 +13,7 @@
 //! leaves the protected hot set alone.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +25,32 @@ pub const PARTS: usize = 8;
 const PROTECTED_PERCENT: usize = 80;
 /// Bytes an entry costs beyond its decoded contents (map slot, list links, `Arc`).
 const ENTRY_OVERHEAD: usize = 96;
+
+/// The cache map's hasher: a multiply-rotate over the extent pointer's words. The keys are
+/// page numbers and checksums of the shard's own file, not input an attacker chooses, so the
+/// standard library's SipHash (keyed against flooding) bought nothing and cost every lookup.
+#[derive(Default)]
+struct ExtentHasher(u64);
+
+impl Hasher for ExtentHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A bounded cache of decoded extents (see the module documentation).
 pub struct PageCache {
@@ -130,7 +157,7 @@ impl List {
 /// One part: a map into a slab of slots linked into two lists.
 struct Part {
     capacity: usize,
-    map: HashMap<ExtentRef, usize>,
+    map: HashMap<ExtentRef, usize, BuildHasherDefault<ExtentHasher>>,
     slots: Vec<Slot>,
     free: Vec<usize>,
     probation: List,
@@ -141,7 +168,7 @@ impl Part {
     fn new(capacity: usize) -> Part {
         Part {
             capacity,
-            map: HashMap::new(),
+            map: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             probation: List::EMPTY,
