@@ -6,9 +6,10 @@
 //! with 190 MiB of memtables, and `malloc_trim` gave back 101 MiB of it
 //! (`docs/BENCHMARKS.md`, "Memory"). So each published flush asks for a trim.
 //!
-//! A trim of a large heap took ~70 ms there: it runs on a thread of its own, never on a shard
-//! thread, and at most one runs at a time (a request while one runs is dropped: that trim, or
-//! the next flush's, finds the memory).
+//! A trim of a large heap took ~70 ms there, holding each malloc arena's lock while it trims
+//! it: it runs on a thread of its own, never on a shard thread, at most one at a time and at
+//! most one a second (a request while one runs, or sooner, is dropped: a later flush's trim
+//! finds the memory).
 //!
 //! Shared: process-wide state (one flag, one counter), callable from any thread.
 
@@ -19,13 +20,29 @@ use std::time::{Duration, Instant};
 static TRIMMING: AtomicBool = AtomicBool::new(false);
 /// Nanoseconds spent trimming, all trims of the process.
 static TRIM_NANOS: AtomicU64 = AtomicU64::new(0);
+/// When the last trim started, in milliseconds since `EPOCH`.
+static LAST_TRIM_MS: AtomicU64 = AtomicU64::new(0);
+/// The shortest time between two trims.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// A process-wide time origin for `LAST_TRIM_MS`.
+fn since_epoch() -> Duration {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
+}
 
 /// Asks for free heap memory to be given back to the operating system, on a background
 /// thread; returns at once.
 pub fn give_back_free_memory() {
+    let now = u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX);
+    let last = LAST_TRIM_MS.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < TRIM_EVERY.as_millis() as u64 {
+        return;
+    }
     if TRIMMING.swap(true, Ordering::AcqRel) {
         return;
     }
+    LAST_TRIM_MS.store(now.max(1), Ordering::Relaxed);
     let spawned = std::thread::Builder::new().name("lightning-trim".into()).spawn(|| {
         let started = Instant::now();
         trim();

@@ -501,24 +501,34 @@ impl ShardHandle {
         WaitPolicy { shard_cpu: self.report.pinned_cpu, ..WaitPolicy::DEFAULT }
     }
 
-    /// Asks the shard to make everything durable and stop, and joins its thread. Idempotent.
+    /// Asks the shard to make everything durable and stop, and joins its thread. Idempotent;
+    /// a second caller waits until the first one's shutdown finished.
     pub fn shutdown(&self) -> Result<()> {
-        self.begin_shutdown().map_or(Ok(()), Stopping::wait)
+        let mut guard = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(thread) = guard.take() else { return Ok(()) };
+        // Waited for with the lock held, so a concurrent `shutdown` returns only after it.
+        self.stopping(thread).wait()
     }
 
     /// Asks the shard to make everything durable and stop, without waiting: the database asks
     /// every shard first, then waits for each ([`Stopping::wait`]), so they stop in parallel.
-    /// `None` when it was already asked.
+    /// `None` when it was already asked. Unlike [`shutdown`](Self::shutdown), a later
+    /// `shutdown` returns at once, before the shard stopped: whoever holds the [`Stopping`]
+    /// waits.
     pub fn begin_shutdown(&self) -> Option<Stopping> {
-        let mut guard = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        let thread = guard.take()?;
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(self.stopping(thread))
+    }
+
+    fn stopping(&self, thread: JoinHandle<()>) -> Stopping {
         let done = Arc::new(Completion::new(1));
         let sent = self.send(Request::Shutdown { done: Responder::new(done.clone()) });
-        Some(Stopping { thread, done, sent })
+        Stopping { thread, done, sent }
     }
 }
 
 /// A shard asked to stop ([`ShardHandle::begin_shutdown`]).
+#[must_use = "dropping it leaves the shard thread running detached: wait() for it"]
 pub struct Stopping {
     thread: JoinHandle<()>,
     done: Arc<Completion>,

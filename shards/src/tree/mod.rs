@@ -177,6 +177,8 @@ impl<'a> Descent<'a> {
     pub fn into_cursor(self, start: Bound<&[u8]>, direction: Direction) -> TreeCursor {
         match self.leaf {
             Some(leaf) if !self.values => TreeCursor(Some(CursorAt {
+                shard: self.root.sb.shard,
+                root: self.root.sb.root,
                 generation: self.root.sb.generation,
                 direction,
                 start: own_bound(start),
@@ -293,14 +295,17 @@ pub struct TreeChunk {
 
 /// Where a scan of one tree stopped, kept by the scan between its chunks: the next chunk
 /// resumes in the same leaf with the same path instead of descending from the root again
-/// (each step down is a cache lookup). A cursor is used only by a chunk of the same root
-/// (superblock generation) and direction that starts exactly where it stopped; any other
-/// chunk descends as if there were none.
+/// (each step down is a cache lookup). A cursor is used only by a chunk of the same tree
+/// (shard, root extent and superblock generation) and direction that starts exactly where it
+/// stopped; any other chunk descends as if there were none.
 #[derive(Debug, Default)]
 pub struct TreeCursor(Option<CursorAt>);
 
 #[derive(Debug)]
 struct CursorAt {
+    /// The tree it walks: its shard, root extent and generation.
+    shard: u32,
+    root: Option<(ExtentRef, u8)>,
     generation: u64,
     direction: Direction,
     /// The bound the next chunk must start from (`Excluded(last key returned)`).
@@ -356,9 +361,15 @@ impl ScanValue {
                 // Made only for an inline value of a leaf (`Root::chunk`).
                 Node::Leaf(leaf) => match leaf.value(*i) {
                     ValueRef::Inline(v) => v,
-                    ValueRef::Overflow { .. } => &[],
+                    ValueRef::Overflow { .. } => {
+                        debug_assert!(false, "a ScanValue in a leaf for an overflow value");
+                        &[]
+                    }
                 },
-                _ => &[],
+                _ => {
+                    debug_assert!(false, "a ScanValue in a leaf that is not a leaf");
+                    &[]
+                }
             },
         }
     }
@@ -532,7 +543,7 @@ impl Root {
         // Where the cursor stopped, when this chunk starts there.
         let mut resume_leaf = None;
         if let Some(c) = resumed {
-            if c.generation == self.sb.generation
+            if (c.shard, c.root, c.generation) == (self.sb.shard, self.sb.root, self.sb.generation)
                 && c.direction == direction
                 && same_bound(&c.start, start)
             {
@@ -629,6 +640,8 @@ impl Root {
                 if out.entries.len() == limit {
                     out.resume_after = Some(key.to_vec());
                     cursor.0 = Some(CursorAt {
+                        shard: self.sb.shard,
+                        root: self.sb.root,
                         generation: self.sb.generation,
                         direction,
                         start: Bound::Excluded(key.to_vec()),

@@ -113,8 +113,10 @@ impl MapSegment for MappedSegment {
 
 impl MappedSegment {
     fn release_pages(&mut self, offset: usize, len: usize) {
-        let start = offset.div_ceil(4096) * 4096;
-        let end = offset.saturating_add(len).min(self.len) / 4096 * 4096;
+        // Whole pages of the system's size only: never the page that holds `offset + len`.
+        let page = rustix::param::page_size();
+        let start = offset.div_ceil(page) * page;
+        let end = offset.saturating_add(len).min(self.len) / page * page;
         if start >= end {
             return;
         }
