@@ -428,23 +428,28 @@ impl Root {
         &self,
         wanted: &[ExtentRef],
     ) -> std::collections::HashMap<ExtentRef, Arc<Node>> {
-        let mut read = std::collections::HashMap::new();
-        let missing: Vec<(ExtentRef, (u64, usize))> = wanted
-            .iter()
-            .filter(|a| self.cache.peek(a).is_none())
-            .filter_map(|&a| Some((a, self.span(a).ok()?)))
-            .collect();
+        let missing: Vec<ExtentRef> =
+            wanted.iter().copied().filter(|a| self.cache.peek(a).is_none()).collect();
         if missing.len() < 2 {
-            return read;
+            return std::collections::HashMap::new();
         }
-        let Ok(reader) = self.reader(missing[0].0) else { return read };
-        let spans: Vec<(u64, usize)> = missing.iter().map(|(_, span)| *span).collect();
-        for ((a, _), bytes) in missing.into_iter().zip(reader.read_many(&spans)) {
-            if let Ok(node) = self.check(a, bytes) {
-                read.insert(a, Arc::new(node));
-            }
-        }
-        read
+        self.read_checked(&missing).unwrap_or_default().into_iter().collect()
+    }
+
+    /// `wanted` read in flight together (`ReadAt::read_many`) and checked. An extent whose
+    /// read or check fails, or that points out of range, is left out: whoever needs it reads
+    /// it again alone and reports it. `Err` only for a tree without a file.
+    fn read_checked(&self, wanted: &[ExtentRef]) -> Result<Vec<(ExtentRef, Arc<Node>)>> {
+        let Some(&first) = wanted.first() else { return Ok(Vec::new()) };
+        let reader = self.reader(first)?;
+        let wanted: Vec<(ExtentRef, (u64, usize))> =
+            wanted.iter().filter_map(|&a| Some((a, self.span(a).ok()?))).collect();
+        let spans: Vec<(u64, usize)> = wanted.iter().map(|(_, span)| *span).collect();
+        Ok(wanted
+            .into_iter()
+            .zip(reader.read_many(&spans))
+            .filter_map(|((a, _), bytes)| Some((a, Arc::new(self.check(a, bytes).ok()?))))
+            .collect())
     }
 
     /// Reads and checks the extent `at` from the file (never the cache).
@@ -681,9 +686,8 @@ impl Root {
         within: (Bound<&[u8]>, Bound<&[u8]>),
         want: usize,
     ) -> Result<Vec<(ExtentRef, Arc<Node>)>> {
-        let mut read = Vec::new();
         if self.cache.peek(&branch.children[i]).is_some() {
-            return Ok(read);
+            return Ok(Vec::new());
         }
         // Children in `direction` from `i`, while they can hold keys within the bounds: child
         // `j` holds keys from `separators[j - 1]` up to before `separators[j]`.
@@ -707,20 +711,13 @@ impl Root {
             .filter(|a| self.cache.peek(a).is_none())
             .collect();
         if wanted.len() < 2 {
-            return Ok(read);
+            return Ok(Vec::new());
         }
-        let reader = self.reader(wanted[0])?;
-        // A pointer out of range, like a leaf that fails its check, is left out: the scan
-        // reports it if it gets there (its range may end before).
-        let wanted: Vec<(ExtentRef, (u64, usize))> =
-            wanted.into_iter().filter_map(|a| Some((a, self.span(a).ok()?))).collect();
-        let spans: Vec<(u64, usize)> = wanted.iter().map(|(_, span)| *span).collect();
-        for ((a, _), bytes) in wanted.into_iter().zip(reader.read_many(&spans)) {
-            if let Ok(node) = self.check(a, bytes) {
-                let node = Arc::new(node);
-                self.cache.insert(a, node.clone());
-                read.push((a, node));
-            }
+        // A leaf that fails its read or check is left out: the scan reports it if it gets
+        // there (its range may end before).
+        let read = self.read_checked(&wanted)?;
+        for (a, node) in &read {
+            self.cache.insert(*a, node.clone());
         }
         Ok(read)
     }
