@@ -177,9 +177,7 @@ impl<'a> Descent<'a> {
     pub fn into_cursor(self, start: Bound<&[u8]>, direction: Direction) -> TreeCursor {
         match self.leaf {
             Some(leaf) if !self.values => TreeCursor(Some(CursorAt {
-                shard: self.root.sb.shard,
-                root: self.root.sb.root,
-                generation: self.root.sb.generation,
+                tree: self.root.identity(),
                 direction,
                 start: own_bound(start),
                 path: self.trail,
@@ -301,12 +299,13 @@ pub struct TreeChunk {
 #[derive(Debug, Default)]
 pub struct TreeCursor(Option<CursorAt>);
 
+/// A tree's shard, root extent (with height) and superblock generation.
+type TreeIdentity = (u32, Option<(ExtentRef, u8)>, u64);
+
 #[derive(Debug)]
 struct CursorAt {
-    /// The tree it walks: its shard, root extent and generation.
-    shard: u32,
-    root: Option<(ExtentRef, u8)>,
-    generation: u64,
+    /// The tree it walks ([`Root::identity`]).
+    tree: TreeIdentity,
     direction: Direction,
     /// The bound the next chunk must start from (`Excluded(last key returned)`).
     start: Bound<Vec<u8>>,
@@ -404,12 +403,22 @@ impl Root {
 
     /// The extent `at`, from the shard cache or read and checked.
     pub fn node(&self, at: ExtentRef) -> Result<Arc<Node>> {
-        if let Some(node) = self.cache.get(&at) {
-            return Ok(node);
+        match self.cache.get(&at) {
+            Some(node) => Ok(node),
+            None => self.read_into_cache(at),
         }
+    }
+
+    /// The extent `at` read from the file, checked and cached (the cache was just asked).
+    fn read_into_cache(&self, at: ExtentRef) -> Result<Arc<Node>> {
         let node = Arc::new(self.read_node(at)?);
         self.cache.insert(at, node.clone());
         Ok(node)
+    }
+
+    /// What names this tree for a [`TreeCursor`]: its shard, root extent and generation.
+    fn identity(&self) -> TreeIdentity {
+        (self.sb.shard, self.sb.root, self.sb.generation)
     }
 
     /// The extent `at`, from the cache if there, else read and checked without caching it (a
@@ -548,9 +557,7 @@ impl Root {
         // Where the cursor stopped, when this chunk starts there.
         let mut resume_leaf = None;
         if let Some(c) = resumed {
-            if (c.shard, c.root, c.generation) == (self.sb.shard, self.sb.root, self.sb.generation)
-                && c.direction == direction
-                && same_bound(&c.start, start)
+            if c.tree == self.identity() && c.direction == direction && same_bound(&c.start, start)
             {
                 path = c.path;
                 resume_leaf = Some(c.leaf);
@@ -588,11 +595,7 @@ impl Root {
                 let node = match (cached, ahead.iter().find(|(a, _)| *a == at)) {
                     (Some(node), _) => node,
                     (None, Some((_, node))) => node.clone(),
-                    (None, None) if looked => {
-                        let node = Arc::new(self.read_node(at)?);
-                        self.cache.insert(at, node.clone());
-                        node
-                    }
+                    (None, None) if looked => self.read_into_cache(at)?,
                     (None, None) => self.node(at)?,
                 };
                 match &*node {
@@ -645,9 +648,7 @@ impl Root {
                 if out.entries.len() == limit {
                     out.resume_after = Some(key.to_vec());
                     cursor.0 = Some(CursorAt {
-                        shard: self.sb.shard,
-                        root: self.sb.root,
-                        generation: self.sb.generation,
+                        tree: self.identity(),
                         direction,
                         start: Bound::Excluded(key.to_vec()),
                         path,

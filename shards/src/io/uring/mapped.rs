@@ -91,45 +91,37 @@ impl MapSegment for MappedSegment {
 
     /// Best effort: an old kernel without `MADV_POPULATE_WRITE` (Linux 5.14) only loses the hint.
     fn populate(&mut self, offset: usize, len: usize) {
-        let start = offset / 4096 * 4096;
+        // From the page holding `offset`.
+        let page = rustix::param::page_size();
         let end = offset.saturating_add(len).min(self.len);
-        if start >= end {
-            return;
-        }
-        // Safety: the range lies inside the mapping; this advice does not change its contents.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                self.ptr.as_ptr().add(start).cast(),
-                end - start,
-                Advice::LinuxPopulateWrite,
-            )
-        };
+        // Safety (of the advice): it does not change the mapping's contents.
+        self.advise(offset / page * page, end, Advice::LinuxPopulateWrite);
     }
 
     fn release(&mut self, offset: usize, len: usize) {
-        self.release_pages(offset, len);
+        // Whole pages only: never the page that holds `offset + len`.
+        let page = rustix::param::page_size();
+        let end = offset.saturating_add(len).min(self.len) / page * page;
+        // Safety (of the advice): MADV_DONTNEED on a shared file mapping unmaps the pages from
+        // this process only: their contents stay in the page cache (a dirty page keeps its
+        // dirty state and is written back), and a later access faults them in again from
+        // there, so no byte of the file changes.
+        self.advise(offset.div_ceil(page) * page, end, Advice::LinuxDontNeed);
     }
 }
 
 impl MappedSegment {
-    fn release_pages(&mut self, offset: usize, len: usize) {
-        // Whole pages of the system's size only: never the page that holds `offset + len`.
-        let page = rustix::param::page_size();
-        let start = offset.div_ceil(page) * page;
-        let end = offset.saturating_add(len).min(self.len) / page * page;
+    /// `madvise` over `[start, end)`, page-aligned `start`, ignoring failure (every advice here
+    /// is a hint). Callers pass only advice that leaves the file's bytes as they are.
+    fn advise(&mut self, start: usize, end: usize, advice: Advice) {
+        let end = end.min(self.len);
         if start >= end {
             return;
         }
-        // Safety: the range lies inside the mapping. MADV_DONTNEED on a shared file mapping
-        // unmaps the pages from this process only: their contents stay in the page cache (a
-        // dirty page keeps its dirty state and is written back), and a later access faults
-        // them in again from there, so no byte of the file changes.
+        // Safety: [start, end) lies inside the mapping (`end` is clamped to its length) and
+        // the advice, by the callers' contract, changes no byte of it.
         let _ = unsafe {
-            rustix::mm::madvise(
-                self.ptr.as_ptr().add(start).cast(),
-                end - start,
-                Advice::LinuxDontNeed,
-            )
+            rustix::mm::madvise(self.ptr.as_ptr().add(start).cast(), end - start, advice)
         };
     }
 }
